@@ -9,6 +9,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, Aut
 
 from .configuration_r2gen import DEFAULT_PROMPT, R2GenConfig
 from .modeling_r2gen import (
+    infer_image_seq_length,
     R2GenCausalLMOutputWithPast,
     R2GenForConditionalGeneration,
     R2GenModel,
@@ -16,6 +17,7 @@ from .modeling_r2gen import (
     R2GenPreTrainedModel,
     default_generation_config,
 )
+from .loading import GatedModelAccessError
 from .processing_r2gen import R2GenProcessor
 
 
@@ -28,6 +30,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "DEFAULT_PROMPT",
+    "GatedModelAccessError",
     "R2GenCausalLMOutputWithPast",
     "R2GenConfig",
     "R2GenForConditionalGeneration",
@@ -36,4 +39,5 @@ __all__ = [
     "R2GenPreTrainedModel",
     "R2GenProcessor",
     "default_generation_config",
+    "infer_image_seq_length",
 ]

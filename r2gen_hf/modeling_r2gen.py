@@ -6,6 +6,7 @@ Gemma 3 do in transformers), so that attention masks, batching, `generate()` and
 standard ones. See DESIGN.md §2-§4.
 """
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,15 @@ from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, logging
 
 from .configuration_r2gen import R2GenConfig
+from .loading import (
+    explain_gated_access,
+    load_language_model,
+    load_vision_model,
+    resolve_dtype,
+    split_prefixed_kwargs,
+    warn_if_float16,
+    with_unquantized_vision,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -66,6 +76,46 @@ def vision_output_width(vision_tower: nn.Module) -> int:
     return vision_tower.config.hidden_size
 
 
+def encode_views(vision_tower: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Runs a vision encoder on a batch of single views and returns their visual tokens as a sequence.
+
+    Args:
+        vision_tower: a transformers `SwinModel` (tokens already flat) or a `TimmWrapperModel`, whose
+            feature maps are flattened from NHWC (timm Swin) or NCHW (ConvNeXt, ResNet) layouts.
+        pixel_values: `(num_views, channels, height, width)`.
+    Returns:
+        `(num_views, image_seq_length, vision_width)`.
+    """
+    pixel_values = pixel_values.to(vision_tower.dtype)
+    timm_model = getattr(vision_tower, "timm_model", None)
+    if timm_model is None:
+        return vision_tower(pixel_values).last_hidden_state  # (N, L, C)
+    features = vision_tower(pixel_values, do_pooling=False).last_hidden_state
+    if features.ndim == 4:
+        if getattr(timm_model, "output_fmt", "NCHW") == "NHWC":
+            features = features.flatten(1, 2)  # (N, H, W, C) -> (N, H*W, C)
+        else:
+            features = features.flatten(2).transpose(1, 2)  # (N, C, H, W) -> (N, H*W, C)
+    return features
+
+
+@torch.no_grad()
+def infer_image_seq_length(vision_tower: nn.Module, image_size: int | None = None) -> int:
+    """Counts the visual tokens one view produces by running a blank image through the encoder.
+
+    `image_size` defaults to a timm model's pretrained input size, or the transformers config's.
+    """
+    if image_size is None:
+        timm_model = getattr(vision_tower, "timm_model", None)
+        if timm_model is not None:
+            image_size = timm_model.pretrained_cfg["input_size"][-1]
+        else:
+            image_size = vision_tower.config.image_size
+    param = next(vision_tower.parameters())
+    blank = torch.zeros(1, 3, image_size, image_size, device=param.device, dtype=param.dtype)
+    return encode_views(vision_tower, blank).shape[1]
+
+
 class R2GenMultiModalProjector(nn.Module):
     """Maps visual tokens to the language model's width.
 
@@ -106,6 +156,16 @@ class R2GenPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, plus: a bitsandbytes `quantization_config` leaves the vision
+        tower, projector and LM head unquantized; fp16 warns; a gated repo explains how to get access."""
+        if kwargs.get("quantization_config") is not None:
+            kwargs["quantization_config"] = with_unquantized_vision(kwargs["quantization_config"])
+        warn_if_float16(kwargs.get("dtype"))
+        with explain_gated_access(pretrained_model_name_or_path):
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
 
 class R2GenModel(R2GenPreTrainedModel):
     """Vision encoder + projector + Gemma 3 decoder, without the language-model head.
@@ -136,23 +196,8 @@ class R2GenModel(R2GenPreTrainedModel):
         self.language_model.set_input_embeddings(value)
 
     def encode_views(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Runs the vision encoder on a batch of single views and returns their visual tokens.
-
-        Args:
-            pixel_values: `(num_views, channels, height, width)`.
-        Returns:
-            `(num_views, image_seq_length, vision_width)`.
-        """
-        pixel_values = pixel_values.to(self.vision_tower.dtype)
-        if getattr(self.vision_tower, "timm_model", None) is not None:
-            features = self.vision_tower(pixel_values, do_pooling=False).last_hidden_state
-            if features.ndim == 4:
-                if getattr(self.vision_tower.timm_model, "output_fmt", "NCHW") == "NHWC":
-                    features = features.flatten(1, 2)  # (N, H, W, C) -> (N, H*W, C)
-                else:
-                    features = features.flatten(2).transpose(1, 2)  # (N, C, H, W) -> (N, H*W, C)
-            return features
-        return self.vision_tower(pixel_values).last_hidden_state  # (N, L, C)
+        """`(num_views, C, H, W)` -> `(num_views, image_seq_length, vision_width)`, see [`encode_views`]."""
+        return encode_views(self.vision_tower, pixel_values)
 
     def get_image_features(self, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Encodes and projects the views of a batch of studies.
@@ -278,12 +323,64 @@ class R2GenForConditionalGeneration(R2GenPreTrainedModel, GenerationMixin):
         config: R2GenConfig,
         vision_tower: PreTrainedModel | None = None,
         language_model: PreTrainedModel | None = None,
+        lm_head: nn.Linear | None = None,
     ):
         super().__init__(config)
         self.model = R2GenModel(config, vision_tower=vision_tower, language_model=language_model)
-        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.lm_head = (
+            lm_head
+            if lm_head is not None
+            else nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        )
         self.post_init()
         self.generation_config = default_generation_config(config)
+
+    @classmethod
+    def from_vision_text_pretrained(
+        cls,
+        vision_model_name_or_path: str | os.PathLike,
+        text_model_name_or_path: str | os.PathLike,
+        **kwargs,
+    ) -> "R2GenForConditionalGeneration":
+        r"""Builds an R2Gen model from a pretrained vision encoder and a pretrained Gemma 3, with a freshly
+        initialised projector (R2GenGPT's starting point).
+
+        Args:
+            vision_model_name_or_path: a Swin checkpoint (default R2GenGPT choice:
+                `microsoft/swin-base-patch4-window7-224`) or any `timm/...` backbone.
+            text_model_name_or_path: a Gemma 3 multimodal checkpoint (`google/gemma-3-4b-it`,
+                `google/medgemma-4b-it`: the language model is taken, SigLIP dropped), a text-only one
+                (`google/gemma-3-1b-it`, `google/gemma-3-270m`), or a path to a `.gguf` file.
+            kwargs: `R2GenConfig` fields (`view_combination`, `projector_type`, `prompt`, `image_seq_length`,
+                ...); `vision_*` / `text_*` keyword arguments go to that part's `from_pretrained` with the
+                prefix removed; the rest (`dtype`, `token`, `cache_dir`, `device_map`, ...) go to both, except
+                `quantization_config`, which only the language model receives.
+
+        `dtype` defaults to bf16 on GPUs that support it and fp32 elsewhere. Raises `ValueError` if any
+        language-model weight would be left randomly initialised, and `GatedModelAccessError` with the
+        steps to get access if the Hub refuses a gated repo.
+        """
+        # R2GenConfig's own fields (not PreTrainedConfig's, such as `dtype`).
+        config_fields = set(R2GenConfig.__annotations__) - {"vision_config", "text_config", "tie_word_embeddings"}
+        config_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in config_fields}
+        vision_kwargs, text_kwargs, shared = split_prefixed_kwargs(kwargs, ("vision_", "text_"))
+        shared["dtype"] = resolve_dtype(shared.get("dtype"))
+        quantization_config = shared.pop("quantization_config", None)
+        if quantization_config is not None:
+            text_kwargs.setdefault("quantization_config", quantization_config)
+
+        vision_tower = load_vision_model(vision_model_name_or_path, **{**shared, **vision_kwargs})
+        language_model, lm_head = load_language_model(text_model_name_or_path, **{**shared, **text_kwargs})
+        if config_kwargs.get("image_seq_length") is None and vision_tower.config.model_type != "swin":
+            config_kwargs["image_seq_length"] = infer_image_seq_length(vision_tower)
+
+        config = R2GenConfig(vision_config=vision_tower.config, text_config=language_model.config, **config_kwargs)
+        model = cls(config, vision_tower=vision_tower, language_model=language_model, lm_head=lm_head)
+        model.multi_modal_projector.to(device=vision_tower.device, dtype=vision_tower.dtype)
+        if getattr(language_model, "hf_quantizer", None) is not None:
+            model.hf_quantizer = language_model.hf_quantizer
+            model.config.quantization_config = language_model.config.quantization_config
+        return model
 
     def get_input_embeddings(self) -> nn.Module:
         return self.model.get_input_embeddings()
