@@ -42,16 +42,19 @@ class GatedModelAccessError(OSError):
     """Raised when a gated Hub repository (every Gemma checkpoint) refuses access."""
 
 
-def _is_access_denied(error: BaseException) -> bool:
+def _access_denied_status(error: BaseException | None) -> int | None:
+    """The HTTP status (401 or 403) of the Hub refusal behind `error` (transformers wraps it in an `OSError`
+    whose `__cause__` is huggingface_hub's `GatedRepoError` / `RepositoryNotFoundError`), or None."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
+        status = getattr(getattr(error, "response", None), "status_code", None)
         if isinstance(error, GatedRepoError):
-            return True
-        if isinstance(error, HfHubHTTPError) and getattr(error.response, "status_code", None) in (401, 403):
-            return True
+            return status if status in (401, 403) else 403
+        if isinstance(error, HfHubHTTPError) and status in (401, 403):
+            return status
         error = error.__cause__ or error.__context__
-    return False
+    return None
 
 
 @contextlib.contextmanager
@@ -60,10 +63,17 @@ def explain_gated_access(repo_id: str | os.PathLike) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        if not _is_access_denied(error):
+        status = _access_denied_status(error)
+        if status is None:
             raise
+        # The Hub answers 401 to anonymous requests for gated, private *and* non-existent repos alike.
+        reason = (
+            "you are not authenticated; it is a gated model (or a private one, or the repo id is misspelled)"
+            if status == 401
+            else "it is a gated model and this account has not been granted access"
+        )
         raise GatedModelAccessError(
-            f"Access to '{repo_id}' was refused (401/403): it is a gated model. To use it:\n"
+            f"Access to '{repo_id}' was refused (HTTP {status}): {reason}. To use it:\n"
             f"  1. open https://huggingface.co/{repo_id}, sign in and accept the licence (Gemma: the Gemma Terms "
             "of Use);\n"
             "  2. authenticate on this machine with `hf auth login`, or set the HF_TOKEN environment variable "
@@ -71,21 +81,40 @@ def explain_gated_access(repo_id: str | os.PathLike) -> Iterator[None]:
         ) from error
 
 
+# Short spellings accepted besides torch's own dtype names ("bfloat16", "float32", ...).
+DTYPE_ALIASES = {"bf16": torch.bfloat16, "fp16": torch.float16, "half": torch.float16, "fp32": torch.float32}
+
+
 def resolve_dtype(dtype: torch.dtype | str | None = None, device: torch.device | str | None = None) -> torch.dtype:
-    """bf16 on GPUs that support it, fp32 elsewhere (Gemma 3 is trained in bf16; fp16 overflows)."""
+    """bf16 on GPUs that support it, fp32 elsewhere (Gemma 3 is trained in bf16; fp16 overflows).
+
+    Args:
+        dtype: a `torch.dtype`, its name (`"bfloat16"`, also `"bf16"`, `"fp16"`, `"fp32"`), or None / `"auto"`
+            for the default of `device`.
+        device: where the model will run; defaults to CUDA when available.
+    Raises:
+        ValueError: if `dtype` names no floating-point torch dtype.
+    """
+    requested = dtype
     if isinstance(dtype, str) and dtype != "auto":
-        dtype = getattr(torch, dtype)
+        dtype = DTYPE_ALIASES.get(dtype, getattr(torch, dtype, None))
     if dtype is None or dtype == "auto":
         device = torch.device(device) if device is not None else None
         on_cuda = torch.cuda.is_available() if device is None else device.type == "cuda"
         dtype = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float32
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(
+            f"Got dtype={requested!r}, which is not a floating-point torch dtype. Pass torch.bfloat16 / "
+            "torch.float32 (or their names, e.g. 'bfloat16', 'bf16', 'float32'), or 'auto' / None for bf16 on "
+            "GPUs that support it and fp32 elsewhere."
+        )
     warn_if_float16(dtype)
     return dtype
 
 
 def warn_if_float16(dtype: torch.dtype | str | None) -> None:
     """Gemma 3 is trained in bf16; its activations overflow in fp16."""
-    if dtype in (torch.float16, "float16", "fp16"):
+    if dtype in (torch.float16, "float16", "fp16", "half"):
         warnings.warn(
             "float16 was requested, but Gemma 3 activations overflow in fp16 (NaN losses, empty reports). Use "
             "bfloat16 on GPUs that support it (Ampere and newer) or float32.",

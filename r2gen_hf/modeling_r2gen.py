@@ -156,6 +156,26 @@ class R2GenPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
 
+    def _set_gradient_checkpointing(self, enable: bool = True, *args, **kwargs) -> None:
+        """transformers' walk sets the `gradient_checkpointing` flag of Swin and Gemma 3 layers; timm
+        backbones have their own switch (`set_grad_checkpointing`), which that walk does not reach."""
+        super()._set_gradient_checkpointing(enable, *args, **kwargs)
+        for module in self.modules():
+            timm_model = getattr(module, "timm_model", None)
+            if timm_model is not None and hasattr(timm_model, "set_grad_checkpointing"):
+                timm_model.set_grad_checkpointing(enable)
+
+    def enable_input_require_grads(self) -> None:
+        """Makes the token embeddings' output require grad, so that LoRA on a frozen LM trains under
+        activation checkpointing. Only the language model's embeddings are hooked: transformers' generic
+        version also hooks Swin's patch embeddings, whose output is a tuple (and pixels need no grad)."""
+
+        def make_inputs_require_grads(module, inputs, output):
+            output.requires_grad_(True)
+
+        self._require_grads_hooks = [self.get_input_embeddings().register_forward_hook(make_inputs_require_grads)]
+        self._require_grads_hook = self._require_grads_hooks[0]
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """`PreTrainedModel.from_pretrained`, plus: a bitsandbytes `quantization_config` leaves the vision

@@ -38,7 +38,8 @@ TINY_TIMM = {
     },
     "timm_convnext": {
         "architecture": "convnext_atto",
-        "model_args": {"depths": (1, 1), "dims": (8, 16)},
+        # output_stride 8 (dilation instead of the last strides): 32 px / 8 = 4 x 4 tokens.
+        "model_args": {"depths": (1, 1, 1, 1), "dims": (8, 8, 16, 16), "output_stride": 8},
     },
 }
 
