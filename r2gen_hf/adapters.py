@@ -24,8 +24,9 @@ logger = logging.get_logger(__name__)
 
 ALIGNMENT_MODES = ("shallow", "delta", "deep")
 LLM_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-# Attention projections per vision backbone: transformers Swin names them query/value; timm fuses qkv.
-VISION_LORA_TARGETS = {"swin": ["query", "value"], "timm_wrapper": ["qkv"]}
+# R2GenGPT's delta LoRA targets the query and value projections of Swin attention. transformers 5 names
+# them q_proj / v_proj (Hub checkpoints' `attention.self.query` keys are renamed on load); timm fuses qkv.
+VISION_LORA_TARGETS = {"swin": ["q_proj", "v_proj"], "timm_wrapper": ["qkv"]}
 
 
 @dataclass
@@ -40,7 +41,7 @@ class AlignmentConfig:
     vision_lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha on the vision encoder (delta mode)."})
     vision_lora_target_modules: list[str] | None = field(
         default=None,
-        metadata={"help": "Vision modules for delta LoRA; default query/value (Swin) or qkv (timm)."},
+        metadata={"help": "Vision modules for delta LoRA; default q_proj/v_proj (Swin) or qkv (timm)."},
     )
     llm_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters on the Gemma 3 decoder."})
     llm_lora_r: int = field(default=16, metadata={"help": "LoRA rank on the language model."})

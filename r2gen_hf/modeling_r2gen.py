@@ -394,7 +394,13 @@ class R2GenForConditionalGeneration(R2GenPreTrainedModel, GenerationMixin):
         if config_kwargs.get("image_seq_length") is None and vision_tower.config.model_type != "swin":
             config_kwargs["image_seq_length"] = infer_image_seq_length(vision_tower)
 
+        attn_implementations = (vision_tower.config._attn_implementation, language_model.config._attn_implementation)
         config = R2GenConfig(vision_config=vision_tower.config, text_config=language_model.config, **config_kwargs)
+        # Building the composite config resets its sub-configs' attention implementation to None, which Gemma 3
+        # would run without its causal mask; keep the implementations the parts were loaded with.
+        config.vision_config._attn_implementation_internal, config.text_config._attn_implementation_internal = (
+            attn_implementations
+        )
         model = cls(config, vision_tower=vision_tower, language_model=language_model, lm_head=lm_head)
         model.multi_modal_projector.to(device=vision_tower.device, dtype=vision_tower.dtype)
         if getattr(language_model, "hf_quantizer", None) is not None:

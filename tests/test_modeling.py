@@ -212,3 +212,16 @@ def test_gradient_checkpointing_on_both_towers(vision, studies):
         torch.testing.assert_close(grads_ckpt[name], grads_plain[name], atol=1e-5, rtol=1e-4, msg=name)
     model.activation_checkpointing_disable()
     assert not any(getattr(m, "grad_checkpointing", False) or getattr(m, "gradient_checkpointing", False) for m in model.modules())
+
+
+def test_attention_is_causal(tiny, studies):
+    """A later token must never change an earlier position's logits (the report would leak into training)."""
+    model, processor = tiny
+    batch = processor(images=studies([1]), text=REPORTS[:1])
+    changed = batch["input_ids"].clone()
+    changed[0, -2] = 1000
+    with torch.no_grad():
+        original = model(**batch).logits
+        edited = model(**{**batch, "input_ids": changed}).logits
+    torch.testing.assert_close(edited[0, :-2], original[0, :-2], rtol=0, atol=0)
+    assert not torch.allclose(edited[0, -1], original[0, -1])
