@@ -1,14 +1,17 @@
 """R2GenProcessor: chest X-ray studies and reports -> model inputs; generated ids -> report text."""
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from transformers import BatchFeature, ProcessorMixin
+from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, ProcessorMixin
 from transformers.utils import logging
 
-from .configuration_r2gen import DEFAULT_PROMPT
+from .configuration_r2gen import DEFAULT_PROMPT, R2GenConfig
+from .loading import explain_gated_access
 
 
 logger = logging.get_logger(__name__)
@@ -74,6 +77,30 @@ class R2GenProcessor(ProcessorMixin):
             tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
         self._prompt_ids_cache: dict[int, list[int]] = {}
+
+    @classmethod
+    def from_vision_text_pretrained(
+        cls,
+        vision_model_name_or_path: str | os.PathLike,
+        text_model_name_or_path: str | os.PathLike,
+        config: R2GenConfig | None = None,
+        **kwargs,
+    ) -> "R2GenProcessor":
+        """The processor for a model built by `R2GenForConditionalGeneration.from_vision_text_pretrained`:
+        the vision checkpoint's image processor, the Gemma 3 tokenizer (a `.gguf` path works too), and the
+        model config's `image_seq_length`, `view_combination` and `prompt`. `kwargs` go to `__init__`
+        (e.g. `max_report_tokens`)."""
+        image_processor = AutoImageProcessor.from_pretrained(vision_model_name_or_path)
+        text_path = Path(text_model_name_or_path)
+        with explain_gated_access(text_model_name_or_path):
+            if text_path.suffix == ".gguf":
+                tokenizer = AutoTokenizer.from_pretrained(str(text_path.parent), gguf_file=text_path.name)
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(text_model_name_or_path)
+        if config is not None:
+            for name in ("image_seq_length", "view_combination", "prompt"):
+                kwargs.setdefault(name, getattr(config, name))
+        return cls(image_processor=image_processor, tokenizer=tokenizer, **kwargs)
 
     # -- token ids -------------------------------------------------------------------------------
 

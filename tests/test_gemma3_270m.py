@@ -4,7 +4,7 @@ import random
 
 import pytest
 import torch
-from transformers import AutoTokenizer, Gemma3ForCausalLM, SwinConfig, SwinModel
+from transformers import Gemma3ForCausalLM, SwinConfig, SwinModel
 
 from r2gen_hf import R2GenForConditionalGeneration, R2GenProcessor
 from r2gen_hf.gemma3_270m import gemma3_270m_path, gguf_path
@@ -23,6 +23,7 @@ def swin_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-swin")
     torch.manual_seed(0)
     SwinModel(SwinConfig(**{k: v for k, v in TINY_SWIN.items() if k != "model_type"})).save_pretrained(path)
+    tiny_image_processor().save_pretrained(path)
     return path
 
 
@@ -37,9 +38,10 @@ def model(swin_dir):
 
 
 @pytest.fixture(scope="module")
-def processor(model):
-    tokenizer = AutoTokenizer.from_pretrained(gemma3_270m_path())
-    return R2GenProcessor(tiny_image_processor(), tokenizer, image_seq_length=model.config.image_seq_length)
+def processor(model, swin_dir):
+    processor = R2GenProcessor.from_vision_text_pretrained(swin_dir, gemma3_270m_path(), config=model.config)
+    assert processor.image_seq_length == model.config.image_seq_length == 16
+    return processor
 
 
 def test_every_lm_weight_is_loaded(model, reference_lm):
