@@ -96,12 +96,12 @@ def resolve_dtype(dtype: torch.dtype | str | None = None, device: torch.device |
         ValueError: if `dtype` names no floating-point torch dtype.
     """
     requested = dtype
-    if isinstance(dtype, str) and dtype != "auto":
-        dtype = DTYPE_ALIASES.get(dtype, getattr(torch, dtype, None))
     if dtype is None or dtype == "auto":
         device = torch.device(device) if device is not None else None
         on_cuda = torch.cuda.is_available() if device is None else device.type == "cuda"
         dtype = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float32
+    elif isinstance(dtype, str):
+        dtype = DTYPE_ALIASES.get(dtype, getattr(torch, dtype, None))
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(
             f"Got dtype={requested!r}, which is not a floating-point torch dtype. Pass torch.bfloat16 / "
@@ -185,7 +185,9 @@ def load_language_model(
             text_config = config.get_text_config(decoder=True)
             key_mapping = MULTIMODAL_TEXT_KEY_MAPPING if text_config is not config else None
             if text_config is not config:
-                logger.info("'%s' is a multimodal %s checkpoint: loading its language model only.", source, config.model_type)
+                logger.info(
+                    "'%s' is a multimodal %s checkpoint: loading its language model only.", source, config.model_type
+                )
             causal_lm, info = AutoModelForCausalLM.from_pretrained(
                 source, config=text_config, key_mapping=key_mapping, output_loading_info=True, **kwargs
             )

@@ -108,7 +108,9 @@ def infer_image_seq_length(vision_tower: nn.Module, image_size: int | None = Non
     if image_size is None:
         timm_model = getattr(vision_tower, "timm_model", None)
         if timm_model is not None:
-            image_size = timm_model.pretrained_cfg["input_size"][-1]
+            # A fixed-size backbone (timm Swin, ViT) knows its input size; others declare it in `pretrained_cfg`.
+            fixed_size = getattr(getattr(timm_model, "patch_embed", None), "img_size", None)
+            image_size = fixed_size[-1] if fixed_size is not None else timm_model.pretrained_cfg["input_size"][-1]
         else:
             image_size = vision_tower.config.image_size
     param = next(vision_tower.parameters())
@@ -385,6 +387,9 @@ class R2GenForConditionalGeneration(R2GenPreTrainedModel, GenerationMixin):
         config_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in config_fields}
         vision_kwargs, text_kwargs, shared = split_prefixed_kwargs(kwargs, ("vision_", "text_"))
         shared["dtype"] = resolve_dtype(shared.get("dtype"))
+        for part_kwargs in (vision_kwargs, text_kwargs):
+            if "dtype" in part_kwargs:
+                part_kwargs["dtype"] = resolve_dtype(part_kwargs["dtype"])
         quantization_config = shared.pop("quantization_config", None)
         if quantization_config is not None:
             text_kwargs.setdefault("quantization_config", quantization_config)
@@ -406,7 +411,7 @@ class R2GenForConditionalGeneration(R2GenPreTrainedModel, GenerationMixin):
         if getattr(language_model, "hf_quantizer", None) is not None:
             model.hf_quantizer = language_model.hf_quantizer
             model.config.quantization_config = language_model.config.quantization_config
-        return model
+        return model.eval()  # as `from_pretrained`: the new projector was built in training mode
 
     def get_input_embeddings(self) -> nn.Module:
         return self.model.get_input_embeddings()

@@ -39,7 +39,12 @@ TINY_TIMM = {
     "timm_convnext": {
         "architecture": "convnext_atto",
         # output_stride 8 (dilation instead of the last strides): 32 px / 8 = 4 x 4 tokens.
-        "model_args": {"depths": (1, 1, 1, 1), "dims": (8, 8, 16, 16), "output_stride": 8},
+        "model_args": {
+            "depths": (1, 1, 1, 1),
+            "dims": (8, 8, 16, 16),
+            "output_stride": 8,
+            "pretrained_cfg_overlay": {"input_size": (3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)},
+        },
     },
 }
 
