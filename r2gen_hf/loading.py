@@ -8,6 +8,7 @@ random, so we check the loading report and fail loudly instead.
 """
 
 import contextlib
+import copy
 import os
 import warnings
 from collections.abc import Iterator
@@ -32,8 +33,19 @@ MULTIMODAL_TEXT_KEY_MAPPING = {
 }
 
 # Parts of an R2Gen model that bitsandbytes must leave in full precision: only the LM's linear layers
-# are quantized (the vision tower and projector are small and trained in alignment modes).
-NOT_QUANTIZED_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
+# are quantized (the vision tower and projector are small and trained in alignment modes). transformers 5
+# matches skip entries against full module names as a prefix (or a suffix), not as a substring, so name
+# the paths in `R2GenForConditionalGeneration` (`model.vision_tower.*`) and in `R2GenModel` (`vision_tower.*`).
+NOT_QUANTIZED_MODULES = [
+    "model.vision_tower",
+    "model.multi_modal_projector",
+    "vision_tower",
+    "multi_modal_projector",
+    "lm_head",
+]
+
+# What transformers sets on a model it loads quantized, and Trainer, peft and `save_pretrained` read.
+QUANTIZATION_MARKERS = ("hf_quantizer", "is_quantized", "quantization_method", "is_loaded_in_4bit", "is_loaded_in_8bit")
 
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
@@ -127,8 +139,29 @@ def with_unquantized_vision(quantization_config: Any) -> Any:
     """Makes a bitsandbytes config skip the vision tower, projector and LM head unless told otherwise."""
     if isinstance(quantization_config, dict):
         quantization_config = BitsAndBytesConfig(**quantization_config)
+    quantization_config = copy.deepcopy(quantization_config)  # never change the caller's object
     if isinstance(quantization_config, BitsAndBytesConfig) and not quantization_config.llm_int8_skip_modules:
         quantization_config.llm_int8_skip_modules = list(NOT_QUANTIZED_MODULES)
+    return quantization_config
+
+
+def copy_quantization_markers(source: nn.Module, target: nn.Module) -> None:
+    """Marks `target` as quantized the way transformers marked `source` (nothing if `source` is not)."""
+    if getattr(source, "hf_quantizer", None) is None:
+        return
+    for attr in QUANTIZATION_MARKERS:
+        if hasattr(source, attr):
+            setattr(target, attr, getattr(source, attr))
+
+
+def saved_quantization_config(model: nn.Module, quantization_config: Any) -> Any:
+    """The quantization config to store with an R2Gen model built around a quantized language model: its
+    skip list names, as R2Gen paths, every module left in full precision (vision tower, projector, LM head
+    and any plain `nn.Linear` of the LM), so that `from_pretrained` of the saved model quantizes the same
+    layers. The language model's own config is not changed."""
+    quantization_config = copy.deepcopy(quantization_config)
+    kept = [name for name, module in model.named_modules() if "language_model." in name and type(module) is nn.Linear]
+    quantization_config.llm_int8_skip_modules = list(NOT_QUANTIZED_MODULES) + kept
     return quantization_config
 
 
@@ -193,6 +226,8 @@ def load_language_model(
             )
     tied = causal_lm.config.tie_word_embeddings
     _check_loading_info(str(source), info, "language model", ignore=("lm_head.weight",) if tied else ())
+    # transformers marks the Gemma3ForCausalLM as quantized; the decoder we keep must say so too.
+    copy_quantization_markers(causal_lm, causal_lm.model)
     return causal_lm.model, causal_lm.lm_head
 
 
@@ -218,10 +253,13 @@ __all__ = [
     "GatedModelAccessError",
     "MULTIMODAL_TEXT_KEY_MAPPING",
     "NOT_QUANTIZED_MODULES",
+    "QUANTIZATION_MARKERS",
+    "copy_quantization_markers",
     "explain_gated_access",
     "load_language_model",
     "load_vision_model",
     "resolve_dtype",
+    "saved_quantization_config",
     "warn_if_float16",
     "split_prefixed_kwargs",
     "with_unquantized_vision",

@@ -21,10 +21,12 @@ from transformers.utils import TransformersKwargs, logging
 
 from .configuration_r2gen import R2GenConfig
 from .loading import (
+    copy_quantization_markers,
     explain_gated_access,
     load_language_model,
     load_vision_model,
     resolve_dtype,
+    saved_quantization_config,
     split_prefixed_kwargs,
     warn_if_float16,
     with_unquantized_vision,
@@ -166,6 +168,13 @@ class R2GenPreTrainedModel(PreTrainedModel):
             timm_model = getattr(module, "timm_model", None)
             if timm_model is not None and hasattr(timm_model, "set_grad_checkpointing"):
                 timm_model.set_grad_checkpointing(enable)
+
+    def _activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, *args, **kwargs) -> None:
+        """Non-reentrant checkpointing unless told otherwise. transformers defaults to it only when given no
+        kwargs at all, but peft's `prepare_model_for_kbit_training` passes `{}`: torch's reentrant variant
+        then gives no gradient to LoRA inside the Swin layers (delta mode), whose inputs (pixels) need none."""
+        activation_checkpointing_kwargs = {"use_reentrant": False, **(activation_checkpointing_kwargs or {})}
+        super()._activation_checkpointing_enable(activation_checkpointing_kwargs, *args, **kwargs)
 
     def enable_input_require_grads(self) -> None:
         """Makes the token embeddings' output require grad, so that LoRA on a frozen LM trains under
@@ -409,8 +418,10 @@ class R2GenForConditionalGeneration(R2GenPreTrainedModel, GenerationMixin):
         model = cls(config, vision_tower=vision_tower, language_model=language_model, lm_head=lm_head)
         model.multi_modal_projector.to(device=vision_tower.device, dtype=vision_tower.dtype)
         if getattr(language_model, "hf_quantizer", None) is not None:
-            model.hf_quantizer = language_model.hf_quantizer
-            model.config.quantization_config = language_model.config.quantization_config
+            copy_quantization_markers(language_model, model)
+            model.config.quantization_config = saved_quantization_config(
+                model, language_model.config.quantization_config
+            )
         return model.eval()  # as `from_pretrained`: the new projector was built in training mode
 
     def get_input_embeddings(self) -> nn.Module:
