@@ -3,6 +3,7 @@ annotation files, and writing the prepared dataset (`datasets.load_from_disk(<di
 with train / validation / test, beside `annotation.json` in R2Gen's format and `skipped.jsonl`)."""
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -206,16 +207,20 @@ def write_prepared_dataset(
                     yield row
 
             logger.info("%s: %d studies", split, len(split_studies))
-            if split_studies:
+            split_rows = rows()
+            first = next(split_rows, None)
+            if first is None:  # no study (left) in this split
+                splits[split] = Dataset.from_dict({name: [] for name in FEATURES}, features=FEATURES)
+            else:
                 # A fresh fingerprint: hashing the generator would pickle every study (and its images).
                 splits[split] = Dataset.from_generator(
-                    rows, features=FEATURES, cache_dir=cache_dir, fingerprint=uuid.uuid4().hex
+                    lambda first=first, split_rows=split_rows: itertools.chain([first], split_rows),
+                    features=FEATURES, cache_dir=cache_dir, fingerprint=uuid.uuid4().hex,
                 )
-            else:
-                splits[split] = Dataset.from_dict({name: [] for name in FEATURES}, features=FEATURES)
             annotation[ANNOTATION_SPLIT_NAMES[split]] = kept
         dataset = DatasetDict(splits)
-        dataset.save_to_disk(str(output_dir))
+        # An empty split must be written as one (empty) shard: datasets writes none and then cannot load it.
+        dataset.save_to_disk(str(output_dir), num_shards={name: 1 if len(split) == 0 else None for name, split in dataset.items()})
     dataset = DatasetDict.load_from_disk(str(output_dir))
 
     with open(output_dir / "annotation.json", "w") as handle:

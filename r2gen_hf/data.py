@@ -29,9 +29,10 @@ FEATURES = Features(
 )
 
 # R2Gen's cleaners delete these characters from every sentence. The original pattern
-# `[.,?;*!%^&_+():-\[\]{}]` contains the unescaped range `:-\[`, which also deletes `< = > ? @` (and the
-# capitals, already lower-cased); the hyphen is escaped here so that only the listed characters go.
-_PUNCTUATION = re.compile(r"[.,?;*!%^&_+():\-\[\]{}]")
+# `[.,?;*!%^&_+():-\[\]{}]` contains the unescaped range `:-\[`, which deletes `< = > @` too (and the
+# capitals, already lower-cased) and, being a range, never deleted the hyphen itself: hyphens stay, as
+# they did in every published R2Gen-protocol number ("left-sided", "x-ray").
+_PUNCTUATION = re.compile(r"[.,?;*!%^&_+():\[\]{}]")
 # List markers ("1. ", "2. ") that start a sentence; R2Gen replaced the fixed strings "1. " ... "5. ".
 _ENUMERATION = re.compile(r"(?:^|(?<=\s))\d{1,2}\.\s+")
 
@@ -53,8 +54,8 @@ def clean_report(text: str, style: Literal["iu_xray", "mimic_cxr"] = "iu_xray") 
     """R2Gen's report cleaning (`clean_report_iu_xray` / `clean_report_mimic_cxr`), with its bugs fixed.
 
     Kept from R2Gen: lower-case; split into sentences at ". "; drop list markers; delete the characters
-    `. , ? ; * ! % ^ & _ + ( ) : - [ ] { } " / \\ '` inside sentences (so "x-ray" -> "xray" and, as in
-    R2Gen, "3.5 cm" -> "35 cm": kept for comparability with published numbers); join the sentences with
+    `. , ? ; * ! % ^ & _ + ( ) : [ ] { } " / \\ '` inside sentences (hyphens stay, as they did in R2Gen;
+    "3.5 cm" becomes "35 cm", as in R2Gen: kept for comparability with published numbers); join the sentences with
     " . " and end with " .". For `mimic_cxr`, newlines become spaces and de-identified spans (`___`)
     disappear (their underscores are deleted).
 
