@@ -87,9 +87,10 @@ class R2GenDataCollator:
     processor: Any
     include_reports: bool = True
     max_report_tokens: int | None = None
+    max_views: int | None = None  # keep the first views of each study (IU-Xray: 2, MIMIC-CXR: 1)
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        studies = [row["images"] for row in rows]
+        studies = [row["images"][: self.max_views] for row in rows]
         reports = [row["report"] for row in rows] if self.include_reports else None
         return self.processor(images=studies, text=reports, max_report_tokens=self.max_report_tokens)
 

