@@ -139,9 +139,8 @@ class R2GenTrainingArguments(Seq2SeqTrainingArguments):
 
 
     def __post_init__(self):
-        if str(getattr(self.eval_strategy, "value", self.eval_strategy)) == "no" or not self.do_eval:
+        if str(getattr(self.eval_strategy, "value", self.eval_strategy)) == "no":
             self.load_best_model_at_end = False  # nothing to choose from without evaluations
-            self.eval_strategy = "no"
         super().__post_init__()
 
 
