@@ -1,0 +1,178 @@
+"""finetune.py and R2GenTrainer on the tiny model and a small synthetic set (CPU, in-process)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+import finetune
+from r2gen_hf import R2GenForConditionalGeneration
+from r2gen_hf.training import R2GenTrainingArguments
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs" / "tiny.yaml")
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory):
+    from data_prep import synthetic
+
+    path = tmp_path_factory.mktemp("synthetic")
+    assert synthetic.main(["--output", str(path), "--num_studies", "40", "--seed", "0", "--image_size", "64"]) == 0
+    return path
+
+
+def run(tmp_path, synthetic_dir, *flags, callbacks=None):
+    output = tmp_path / "out"
+    argv = [TINY, "--dataset_dir", str(synthetic_dir), "--output_dir", str(output), *flags]
+    assert finetune.main(argv, callbacks=callbacks) == 0
+    return output
+
+
+def losses(output_dir):
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+
+
+def test_training_lowers_the_loss_and_writes_evaluations(tmp_path, synthetic_dir):
+    output = run(tmp_path, synthetic_dir, "--max_steps", "8", "--eval_steps", "4", "--save_steps", "4")
+    history = losses(output)
+    assert len(history) == 8
+    assert sum(history[-2:]) / 2 < sum(history[:2]) / 2, history
+
+    # Every evaluation writes predictions and metrics; references are the full cleaned reports.
+    from datasets import load_from_disk
+
+    validation = load_from_disk(str(synthetic_dir))["validation"]
+    references = dict(zip(validation["id"], validation["report"]))
+    for step in (4, 8):
+        directory = output / f"eval-step-{step}"
+        metrics = json.loads((directory / "metrics.json").read_text())
+        assert {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider", "r2gen_score"} <= metrics.keys()
+        assert metrics["r2gen_score"] == pytest.approx(0.5 * metrics["bleu_4"] + 0.5 * metrics["cider"])
+        rows = [json.loads(line) for line in (directory / "predictions.jsonl").read_text().splitlines()]
+        assert len(rows) == metrics["num_studies"] == min(6, len(validation))  # max_eval_samples 6
+        assert len({row["id"] for row in rows}) == len(rows)
+        for row in rows:
+            assert row["reference"] == references[row["id"]]
+            assert set(row) == {"id", "prediction", "reference"}
+    assert (output / "test" / "metrics.json").exists()
+
+    # The final model: adapters + processor + generation config, and a merged copy from_pretrained loads.
+    assert (output / "adapter_model.safetensors").exists() and (output / "processor_config.json").exists()
+    assert (output / "generation_config.json").exists()
+    merged = R2GenForConditionalGeneration.from_pretrained(output / "merged")
+    assert not any("lora_" in name for name, _ in merged.named_parameters())
+
+
+def test_evaluation_generates_from_the_prompt_alone(tmp_path, synthetic_dir, monkeypatch):
+    seen = []
+    original = R2GenForConditionalGeneration.generate
+
+    def spy(self, *args, **kwargs):
+        seen.append({key: value for key, value in kwargs.items() if isinstance(value, torch.Tensor)})
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(R2GenForConditionalGeneration, "generate", spy)
+    run(tmp_path, synthetic_dir, "--max_steps", "1", "--eval_steps", "1", "--save_steps", "1", "--do_predict", "false")
+    assert seen
+    model_turn = torch.tensor([105, 4368, 107])  # "<start_of_turn>model\n": the last prompt tokens
+    for inputs in seen:
+        assert "labels" not in inputs
+        ids = inputs["input_ids"]
+        # Every row ends exactly where the report would begin: nothing of the reference is in the input.
+        assert torch.equal(ids[:, -3:], model_turn.expand(ids.shape[0], 3)), ids[:, -6:]
+        assert inputs["attention_mask"][:, -1].all()  # left padding
+
+
+class InterruptAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt(f"simulated kill at step {self.step}")
+
+
+def adapter_weights(directory):
+    return load_file(directory / "adapter_model.safetensors")
+
+
+def test_kill_and_resume_gives_the_same_final_weights(tmp_path, synthetic_dir):
+    flags = ["--max_steps", "6", "--save_steps", "3", "--eval_strategy", "no", "--do_predict", "false",
+             "--merge_adapters", "false", "--lora_dropout", "0.0"]
+    straight = run(tmp_path / "a", synthetic_dir, *flags)
+
+    interrupted = tmp_path / "b"
+    with pytest.raises(KeyboardInterrupt):
+        run(interrupted, synthetic_dir, *flags, callbacks=[InterruptAt(4)])
+    assert (interrupted / "out" / "checkpoint-3").is_dir() and not (interrupted / "out" / "checkpoint-6").exists()
+    resumed = run(interrupted, synthetic_dir, *flags, "--resume_from_checkpoint")
+
+    expected, actual = adapter_weights(straight), adapter_weights(resumed)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-5, atol=1e-5, msg=name)
+    assert losses(resumed)[-3:] == pytest.approx(losses(straight)[-3:], rel=1e-5)
+
+
+class PoisonAt(TrainerCallback):
+    """Sets the projector's weights to NaN after `step`, so the next loss is NaN."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step:
+            for name, param in model.named_parameters():
+                if "multi_modal_projector" in name and param.requires_grad:
+                    param.data.fill_(float("nan"))
+
+
+def test_non_finite_loss_stops_with_the_step_and_advice(tmp_path, synthetic_dir):
+    with pytest.raises(FloatingPointError, match=r"at step 3\b.*bf16"):
+        run(tmp_path, synthetic_dir, "--max_steps", "6", "--eval_strategy", "no", "--save_strategy", "no",
+            "--do_predict", "false", callbacks=[PoisonAt(2)])
+
+
+def test_help_documents_every_option():
+    result = subprocess.run([sys.executable, str(ROOT / "finetune.py"), "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    import dataclasses
+
+    for group in finetune.ARGUMENT_GROUPS:
+        for field in dataclasses.fields(group):
+            if field.init and not field.name.startswith("_"):
+                assert f"--{field.name}" in result.stdout, field.name
+    for name in ("--alignment", "--llm_lora", "--quantization", "--lm_model", "--vision_model", "--max_report_tokens"):
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_recipes_parse(recipe):
+    model_args, data_args, alignment, training_args = finetune.parse_arguments([str(ROOT / "configs" / recipe), "--use_cpu"])
+    assert isinstance(training_args, R2GenTrainingArguments)
+    assert training_args.output_dir and data_args.dataset_dir
+
+
+def test_unknown_recipe_keys_are_rejected(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("dataset_dir: x\nlearning_rat: 0.1\n")
+    with pytest.raises(ValueError, match="learning_rat"):
+        finetune.parse_arguments([str(recipe)])
+
+
+def test_changed_defaults_carry_reasons():
+    args = R2GenTrainingArguments(output_dir="x", use_cpu=True)
+    assert args.predict_with_generate and not args.remove_unused_columns
+    assert args.learning_rate == 1e-4 and str(args.lr_scheduler_type.value if hasattr(args.lr_scheduler_type, "value") else args.lr_scheduler_type) == "cosine"
+    assert args.metric_for_best_model == "r2gen_score" and args.greater_is_better
+    source = (ROOT / "r2gen_hf" / "training.py").read_text()
+    for name in ("predict_with_generate", "remove_unused_columns", "learning_rate", "metric_for_best_model"):
+        line = source.index(f"    {name}:")
+        assert source[:line].rstrip().splitlines()[-1].strip().startswith("#"), f"{name} has no reason comment"
