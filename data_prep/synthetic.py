@@ -161,7 +161,7 @@ def sample_spec(rng: np.random.Generator, findings: Sequence[str] | None = None)
     if "nodule" in labels:
         spec.nodule = _sample_lesion(rng, (0.02, 0.045))
     if "consolidation" in labels:
-        spec.consolidation = _sample_lesion(rng, (0.07, 0.11))
+        spec.consolidation = _sample_lesion(rng, (0.075, 0.115))
     return spec
 
 
@@ -356,7 +356,7 @@ def draw_frontal(findings: StudySpec | Sequence[str], rng: np.random.Generator, 
         patchy = np.clip(0.75 + 0.6 * _noise(rng, size, max(8, size // 8)), 0.3, 1)
         tubes = _bronchograms(rng, y, x, ly, lxp, lesion.radius, size)
         opacity = blob * patchy * lung_masks[lesion.side] * (1 - heart)
-        density = density + opacity * (0.36 - 0.22 * tubes)
+        density = density + opacity * (0.4 - 0.24 * tubes)
     if spec.nodule is not None:
         lesion = spec.nodule
         ly, lxp = _frontal_point(spec, lesion)
@@ -387,7 +387,8 @@ def draw_lateral(findings: StudySpec | Sequence[str], rng: np.random.Generator, 
     upper = np.where(y < base, _ellipse(y, x, base, lung_cx, height, lung_rx), -1.0)
     sulcus = _ellipse(y, x, base, lung_cx + 0.2 * lung_rx, 0.07, 0.8 * lung_rx)
     lung = _soft(np.maximum(np.minimum(upper, dome - y), np.minimum(sulcus, dome - y)), size)
-    below = _soft(y - dome, size) * body
+    diaphragm = _soft(y - dome, size)  # everything below the domes
+    below = diaphragm * body
     density = density + 0.15 * below
     markings = 0.5 * _noise(rng, size, max(8, size // 6)) + 0.5 * _noise(rng, size, max(16, size // 3))
     hilum = np.exp(-(((x - lung_cx) / 0.09) ** 2 + ((y - top - 0.42 * height) / 0.12) ** 2))
@@ -413,13 +414,13 @@ def draw_lateral(findings: StudySpec | Sequence[str], rng: np.random.Generator, 
     scale = spec.ctr / 0.41
     heart_rx, heart_ry = 0.13 * scale, 0.14 * min(scale, 1.3)
     heart_x = lung_cx - lung_rx + 0.02 + heart_rx
-    heart = _soft(_ellipse(y, x, base - 0.06, heart_x, heart_ry, heart_rx, angle=0.25), size, 1.2) * (1 - below / np.maximum(body, 1e-3))
+    heart = _soft(_ellipse(y, x, base - 0.06, heart_x, heart_ry, heart_rx, angle=0.25), size, 1.2) * (1 - diaphragm)
     density = density * (1 - heart) + 0.5 * heart
 
     # Effusion: the posterior costophrenic sulcus fills first; both sides together make a higher level.
     amount = sum(spec.effusion.values())
     if amount:
-        level = base + 0.05 - 1.2 * amount * height * (0.25 + 0.75 * np.clip(ap, 0, 1) ** 2)
+        level = base + 0.02 - 1.3 * amount * height * (0.45 + 0.55 * np.clip(ap, 0, 1) ** 1.5)
         fluid = _soft(y - level, size, 1.5) * _soft(np.minimum(ap - 0.1, 1.05 - ap), size)
         density = np.maximum(density, (0.44 + 0.06 * np.clip((y - level) / 0.08, 0, 1)) * fluid)
 
@@ -548,10 +549,10 @@ def _effusion_size(amount: float) -> str:
 
 def write_report(findings: StudySpec | Sequence[str], rng: np.random.Generator) -> str:
     """An R2Gen-style findings text consistent with the labels: one sentence per finding (several
-    phrasings each; side, size and location taken from the `StudySpec`), negations of the absent ones
-    ("No pleural effusion."), "The lungs are clear." only when no lung, pleural finding, sometimes a
-    normal bony/tracheal sentence; in random order. Sentence case with periods (cleaned later with
-    `clean_report`)."""
+    phrasings each; side, size and location taken from the `StudySpec`), negations of absent ones ("No
+    pleural effusion.", "No right pleural effusion." beside a left one), "The lungs are clear." only when
+    there is no lung or pleural finding, sometimes a normal bony or tracheal sentence; in random order.
+    Sentence case with periods (cleaned later with `clean_report`). A present finding is never negated."""
     spec = _as_spec(findings, rng)
     sentences = []
     if "cardiomegaly" in spec.labels:
