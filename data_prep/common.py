@@ -280,15 +280,22 @@ def read_r2gen_annotation(path: str | os.PathLike, skipped: SkipLog) -> list[Stu
     return studies
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+def add_common_arguments(
+    parser: argparse.ArgumentParser, image_size: int = DEFAULT_IMAGE_SIZE, image_size_help: str | None = None
+) -> None:
+    """The options every data_prep script shares; a source may set its own image-size default and help."""
     parser.add_argument("--output", required=True, help="Directory to write the prepared dataset into.")
     parser.add_argument(
-        "--image_size", type=int, default=DEFAULT_IMAGE_SIZE,
-        help=f"Resize every image once so that its shorter side is this many pixels (default {DEFAULT_IMAGE_SIZE}; "
+        "--image_size", type=int, default=image_size,
+        help=image_size_help
+        or f"Resize every image once so that its shorter side is this many pixels (default {image_size}; "
         "the processor then makes the model's input size, e.g. 224 for Swin-B).",
     )
     parser.add_argument("--strict", action="store_true", help="Exit non-zero if anything was skipped (the report is still written).")
-    parser.add_argument("--num_workers", type=int, default=min(8, os.cpu_count() or 1), help="Threads that decode and resize images.")
+    parser.add_argument(
+        "--num_workers", type=int, default=min(8, os.cpu_count() or 1),
+        help="Threads that decode and resize images (default: the number of CPUs, at most 8).",
+    )
     parser.add_argument("--log_level", default="INFO", help="Logging level (DEBUG lists every skip as it happens).")
 
 

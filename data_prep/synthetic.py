@@ -680,18 +680,18 @@ def build_parser() -> argparse.ArgumentParser:
             f"label distribution). Findings: {', '.join(FINDINGS)}; {LATERALITY}."
         ),
     )
-    add_common_arguments(parser)
-    parser.add_argument("--num_studies", type=int, default=200, help="Number of studies to generate (default 200), split 70/10/20 into train/validation/test.")
-    parser.add_argument("--seed", type=int, default=0, help="Random seed; the same seed gives the same images, reports and splits (default 0).")
     # The images are drawn at this size directly (square), so the common option keeps its meaning (the
     # shorter side in pixels) with a smaller default.
-    parser.set_defaults(image_size=DEFAULT_SYNTHETIC_IMAGE_SIZE)
-    for action in parser._actions:
-        if action.dest == "image_size":
-            action.help = (
-                f"Side of the square images in pixels; they are drawn at this size (default "
-                f"{DEFAULT_SYNTHETIC_IMAGE_SIZE}; at least 32; the processor then makes the model's input size)."
-            )
+    add_common_arguments(
+        parser,
+        image_size=DEFAULT_SYNTHETIC_IMAGE_SIZE,
+        image_size_help=(
+            f"Side of the square images in pixels; they are drawn at this size (default "
+            f"{DEFAULT_SYNTHETIC_IMAGE_SIZE}; at least 32; the processor then makes the model's input size)."
+        ),
+    )
+    parser.add_argument("--num_studies", type=int, default=200, help="Number of studies to generate (default 200), split 70/10/20 into train/validation/test.")
+    parser.add_argument("--seed", type=int, default=0, help="Random seed; the same seed gives the same images, reports and splits (default 0).")
     return parser
 
 
