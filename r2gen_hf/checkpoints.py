@@ -1,0 +1,164 @@
+"""Building a model from its sources, and loading what `finetune.py` saved (merged or base + adapters).
+
+A fine-tuned model is saved either as a full model (`save_pretrained`, loadable with `from_pretrained`) or,
+when LoRA was trained, as a peft adapter. The adapter holds the LoRA weights and the fully trained parts
+(projector, and the vision encoder in `deep` mode); the frozen rest is the *base*, recorded in
+`r2gen_base.json` by its sources (vision checkpoint, Gemma 3 checkpoint, model options), so that a local
+directory or a Hub repository with adapters loads by itself. Everything is read and written as
+safetensors; nothing needs `trust_remote_code`.
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import PeftModel
+from transformers import GenerationConfig
+from transformers.utils import GENERATION_CONFIG_NAME
+from transformers.utils.hub import cached_file
+
+from .loading import explain_gated_access, resolve_dtype, with_unquantized_vision
+from .modeling_r2gen import R2GenForConditionalGeneration
+from .processing_r2gen import R2GenProcessor
+
+
+logger = logging.getLogger(__name__)
+
+BASE_RECORD = "r2gen_base.json"
+ADAPTER_CONFIG = "adapter_config.json"
+# Special sources: the tiny random model of `r2gen_hf.testing` (seeded), and Gemma 3 270M from PyPI.
+TINY_MODEL = "r2gen_hf:tiny"
+PYPI_GEMMA3_270M = "r2gen_hf:gemma-3-270m"
+CONFIG_OPTIONS = ("view_combination", "projector_type", "prompt")
+
+
+def resolve_model_source(name: str) -> str:
+    """Maps the special names to paths (the PyPI Gemma 3 270M is converted once and cached)."""
+    if name == PYPI_GEMMA3_270M:
+        from .gemma3_270m import gemma3_270m_path
+
+        return str(gemma3_270m_path())
+    return name
+
+
+def compose_model(
+    vision_model: str | None = None,
+    lm_model: str | None = None,
+    model_name_or_path: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    quantization_config: Any = None,
+    **config_options,
+) -> tuple[R2GenForConditionalGeneration, R2GenProcessor]:
+    """The model and processor from their sources: a saved R2Gen model (`model_name_or_path`, or
+    `r2gen_hf:tiny`), or a vision checkpoint + a Gemma 3 checkpoint with a new projector."""
+    if model_name_or_path == TINY_MODEL:
+        from .testing import tiny_model_and_processor
+
+        return tiny_model_and_processor(**config_options)
+    dtype = resolve_dtype(dtype)
+    if model_name_or_path is not None:
+        model = R2GenForConditionalGeneration.from_pretrained(model_name_or_path, dtype=dtype, quantization_config=quantization_config)
+        return model, R2GenProcessor.from_pretrained(model_name_or_path)
+    if vision_model is None or lm_model is None:
+        raise ValueError("Give model_name_or_path, or both vision_model and lm_model.")
+    vision, text = resolve_model_source(vision_model), resolve_model_source(lm_model)
+    model = R2GenForConditionalGeneration.from_vision_text_pretrained(
+        vision, text, dtype=dtype, quantization_config=quantization_config, **config_options
+    )
+    return model, R2GenProcessor.from_vision_text_pretrained(vision, text, config=model.config)
+
+
+def write_base_record(
+    output_dir: str | os.PathLike,
+    vision_model: str | None,
+    lm_model: str | None,
+    model_name_or_path: str | None,
+    config: Any,
+) -> None:
+    """Records how to rebuild the frozen base of an adapter checkpoint."""
+    record = {
+        "vision_model": vision_model,
+        "lm_model": lm_model,
+        "model_name_or_path": model_name_or_path,
+        "config_options": {name: getattr(config, name) for name in CONFIG_OPTIONS},
+    }
+    Path(output_dir, BASE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _optional_file(path_or_repo: str, filename: str, **hub_kwargs) -> str | None:
+    """The file's local path (a local directory, or the Hub / its offline cache), None if it is absent."""
+    local = Path(path_or_repo)
+    if local.is_dir():
+        return str(local / filename) if (local / filename).exists() else None
+    return cached_file(
+        path_or_repo, filename, _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False, **hub_kwargs,
+    )
+
+
+def load_trained_model(
+    path_or_repo: str | os.PathLike,
+    dtype: torch.dtype | str | None = None,
+    quantization_config: Any = None,
+    device_map: str | dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
+    merge: bool = True,
+    **hub_kwargs,
+) -> tuple[torch.nn.Module, R2GenProcessor]:
+    """Loads a fine-tuned R2Gen model and its processor from a directory or a Hub repo id (offline from the
+    local Hub cache with `HF_HUB_OFFLINE=1`).
+
+    Args:
+        path_or_repo: what `finetune.py` saved: a full model, or adapters + `r2gen_base.json`.
+        dtype: bf16 on GPUs that support it, fp32 elsewhere by default.
+        quantization_config: bitsandbytes 4-bit / 8-bit for the language model's linear layers.
+        device_map / offload_folder: e.g. `"auto"` and a folder, to spread a model over a small GPU, the
+            CPU and the disk.
+        merge: fold LoRA weights into the base (faster generation); ignored for quantized models.
+    """
+    path_or_repo = str(path_or_repo)
+    dtype = resolve_dtype(dtype)
+    if quantization_config is not None:
+        quantization_config = with_unquantized_vision(quantization_config)
+    placement = {key: value for key, value in (("device_map", device_map), ("offload_folder", offload_folder)) if value is not None}
+    with explain_gated_access(path_or_repo):
+        adapter_config = _optional_file(path_or_repo, ADAPTER_CONFIG, **hub_kwargs)
+        if adapter_config is None:
+            model = R2GenForConditionalGeneration.from_pretrained(
+                path_or_repo, dtype=dtype, quantization_config=quantization_config, **placement, **hub_kwargs
+            )
+            return model.eval(), R2GenProcessor.from_pretrained(path_or_repo, **hub_kwargs)
+        base_record = _optional_file(path_or_repo, BASE_RECORD, **hub_kwargs)
+        if base_record is None:
+            raise ValueError(
+                f"{path_or_repo} holds peft adapters but no {BASE_RECORD}, so its base model is unknown. Save with "
+                "finetune.py (which writes it), or load the base yourself and use PeftModel.from_pretrained."
+            )
+        record = json.loads(Path(base_record).read_text())
+        base, _ = compose_model(
+            vision_model=record.get("vision_model"), lm_model=record.get("lm_model"),
+            model_name_or_path=record.get("model_name_or_path"), dtype=dtype,
+            quantization_config=quantization_config, **record.get("config_options", {}),
+        )
+        model = PeftModel.from_pretrained(base, path_or_repo, **hub_kwargs)
+        processor = R2GenProcessor.from_pretrained(path_or_repo, **hub_kwargs)
+        if _optional_file(path_or_repo, GENERATION_CONFIG_NAME, **hub_kwargs) is not None:
+            # The checkpoint's generation settings, not the base's defaults.
+            base.generation_config = GenerationConfig.from_pretrained(path_or_repo, **hub_kwargs)
+    if merge and quantization_config is None:
+        model = model.merge_and_unload()
+    return model.eval(), processor
+
+
+__all__ = [
+    "BASE_RECORD",
+    "PYPI_GEMMA3_270M",
+    "TINY_MODEL",
+    "compose_model",
+    "load_trained_model",
+    "resolve_model_source",
+    "write_base_record",
+]
