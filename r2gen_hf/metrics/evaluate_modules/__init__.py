@@ -21,14 +21,17 @@ from typing import Any
 MODULE_DIR = Path(__file__).resolve().parent
 
 # name -> path of the module script. Every module takes `predictions` and `references` (lists of strings,
-# one reference report per prediction) and returns the keys of `r2gen_hf.metrics.compute_nlg_metrics`.
+# one reference report per prediction); the NLG ones return keys of `r2gen_hf.metrics.compute_nlg_metrics`,
+# "ce" those of `r2gen_hf.metrics.compute_ce_metrics`.
 METRIC_MODULES: dict[str, Path] = {
     "bleu": MODULE_DIR / "r2gen_bleu.py",  # bleu_1, bleu_2, bleu_3, bleu_4
     "meteor": MODULE_DIR / "r2gen_meteor.py",  # meteor (needs Java)
     "rouge_l": MODULE_DIR / "r2gen_rouge_l.py",  # rouge_l
     "cider": MODULE_DIR / "r2gen_cider.py",  # cider
     "nlg": MODULE_DIR / "r2gen_nlg.py",  # all seven (compute(..., meteor=False) leaves METEOR out)
+    "ce": MODULE_DIR / "r2gen_ce.py",  # clinical efficacy: ce_micro_f1, ... and the labeler's name
 }
+
 
 
 def load_metric(name: str, **kwargs: Any):
