@@ -25,6 +25,7 @@ from transformers import (
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
 )
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType, get_last_checkpoint
 
 from .adapters import AlignmentConfig, apply_alignment, merge_adapters
@@ -170,11 +171,18 @@ def build_model_and_processor(
 ) -> tuple[torch.nn.Module, R2GenProcessor]:
     """Loads or composes the model, applies the alignment mode / LoRA, and builds the matching processor."""
     if model_args.model_name_or_path == TINY_MODEL:
-        from .testing import tiny_model_and_processor
+        from .testing import tiny_config, tiny_model_and_processor, tiny_processor
 
-        model, processor = tiny_model_and_processor(
-            view_combination=model_args.view_combination, projector_type=model_args.projector_type, prompt=model_args.prompt
-        )
+        tiny_options = dict(view_combination=model_args.view_combination, projector_type=model_args.projector_type, prompt=model_args.prompt)
+        if is_deepspeed_zero3_enabled():
+            # Under ZeRO-3, zero.Init partitions the parts that R2Gen builds with AutoModel.from_config, and
+            # the composite's own weight initialisation then fails on their empty shards; `_from_config`
+            # builds the whole model under zero.Init and initialises it with the shards gathered.
+            config = tiny_config(**tiny_options)
+            torch.manual_seed(0)
+            model, processor = R2GenForConditionalGeneration._from_config(config), tiny_processor(config)
+        else:
+            model, processor = tiny_model_and_processor(**tiny_options)
     elif model_args.model_name_or_path is not None:
         dtype = resolve_dtype(model_args.dtype)
         model = R2GenForConditionalGeneration.from_pretrained(
@@ -348,19 +356,105 @@ class R2GenTrainer(Seq2SeqTrainer):
 
 def save_final_model(trainer: R2GenTrainer, output_dir: str | os.PathLike, merge: bool) -> None:
     """Saves the model (peft adapters as adapters), processor and generation config; with `merge`, also a
-    merged full model under `output_dir/merged` that `from_pretrained` loads without peft."""
+    merged full model under `output_dir/merged` that `from_pretrained` loads without peft.
+
+    Every process must call this: under DeepSpeed ZeRO-3 each one holds a shard of every weight, and gathering
+    them takes all processes. The trainer's model is left as it was, since evaluation may follow."""
     trainer.save_model(str(output_dir))
-    if not trainer.is_world_process_zero():
-        return
     model = trainer.accelerator.unwrap_model(trainer.model)
     base = model.base_model.model if isinstance(model, PeftModel) else model
+    merged_weights = None
+    # A bitsandbytes model is merged by peft (dequantize, add, requantize); any other is merged from a full
+    # state dict, because peft's merge_and_unload folds the adapters into the trainer's model in place (on
+    # the main process only, before the final evaluation) and fails under ZeRO-3 on partitioned weights.
+    if merge and isinstance(model, PeftModel) and getattr(base, "hf_quantizer", None) is None:
+        weights = full_state_dict(trainer, model)  # on every process: ZeRO-3 gathers the shards
+        if trainer.is_world_process_zero():
+            merged_weights = merged_state_dict(model, weights)
+    if not trainer.is_world_process_zero():
+        return
     base.generation_config.save_pretrained(output_dir)
     trainer.processing_class.save_pretrained(output_dir)
     if merge and isinstance(model, PeftModel):
         merged_dir = Path(output_dir) / "merged"
-        merged = merge_adapters(model)
-        merged.save_pretrained(merged_dir)
+        if merged_weights is not None:
+            base.save_pretrained(merged_dir, state_dict=merged_weights)
+        else:
+            merge_adapters(model).save_pretrained(merged_dir)
         trainer.processing_class.save_pretrained(merged_dir)
+
+
+def full_state_dict(trainer: R2GenTrainer, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The unwrapped model's complete state dict. Under ZeRO-3 every process must call this (the shards are
+    gathered; the main process gets the full tensors, the others an empty dict), which needs
+    `stage3_gather_16bit_weights_on_model_save` in the DeepSpeed config, as in configs/deepspeed/zero3*.json."""
+    if trainer.is_deepspeed_enabled and trainer.accelerator.deepspeed_config["zero_optimization"].get("stage") == 3:
+        return trainer.accelerator.get_state_dict(trainer.deepspeed)
+    # Not accelerator.get_state_dict: under ZeRO-1/2 it clones every tensor, which unties the LM head from
+    # the embeddings and so saves the (large) Gemma 3 embedding matrix twice.
+    return model.state_dict()
+
+
+def merged_state_dict(model: PeftModel, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict of the plain model that `model.merge_and_unload()` gives, computed from `state_dict` (the
+    peft model's full state dict) without touching `model`: W + scaling * B @ A for every LoRA layer, and
+    each `modules_to_save` module's trained copy in place of the original. Tensors that do not change are
+    passed through as they are, so tied weights stay tied."""
+    from peft.tuners.lora import Linear as LoraLinear
+    from peft.tuners.lora import LoraLayer
+    from peft.utils import ModulesToSaveWrapper
+
+    lora_layers, wrappers = {}, {}
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            adapters = [adapter for adapter in module.active_adapters if adapter in module.lora_A]
+            unsupported = [a for a in adapters if a in module.lora_variant or module.lora_bias[a] or module.merged]
+            if type(module) is not LoraLinear or unsupported:
+                raise NotImplementedError(
+                    f"{name}: only plain LoRA on linear layers is merged here ({type(module).__name__}); merge the "
+                    "saved adapter with peft's merge_and_unload instead."
+                )
+            lora_layers[name] = (module, adapters)
+        elif isinstance(module, ModulesToSaveWrapper):
+            wrappers[name] = module.active_adapters
+
+    merged = {}
+    for key, tensor in state_dict.items():
+        owner = _lora_owner(key, lora_layers)
+        if owner is not None:
+            module, adapters = lora_layers[owner]
+            rest = key[len(owner) + 1 :]
+            if not rest.startswith("base_layer."):
+                continue  # lora_A / lora_B: folded into the base weight below
+            key = f"{owner}.{rest.removeprefix('base_layer.')}"
+            if rest == "base_layer.weight":
+                delta = sum(
+                    (state_dict[f"{owner}.lora_B.{a}.weight"].float() @ state_dict[f"{owner}.lora_A.{a}.weight"].float())
+                    * module.scaling[a]
+                    for a in adapters
+                )
+                tensor = tensor + (delta.T if module.fan_in_fan_out else delta).to(tensor.dtype)
+        else:
+            wrapper = next((name for name in wrappers if key.startswith(name + ".")), None)
+            if wrapper is not None:
+                rest = key[len(wrapper) + 1 :]
+                copies = [f"modules_to_save.{adapter}." for adapter in wrappers[wrapper]]
+                copy_prefix = next((prefix for prefix in copies if rest.startswith(prefix)), None)
+                if copy_prefix is None:
+                    continue  # the original (untrained) module, or an inactive adapter's copy
+                key = f"{wrapper}.{rest.removeprefix(copy_prefix)}"
+        merged[key.removeprefix("base_model.model.")] = tensor
+    return merged
+
+
+def _lora_owner(key: str, lora_layers: dict) -> str | None:
+    """The LoRA layer whose parameter `key` is (`a.b.q_proj` for `a.b.q_proj.lora_A.default.weight`)."""
+    parts = key.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        name = ".".join(parts[:end])
+        if name in lora_layers:
+            return name
+    return None
 
 
 def resolve_resume_checkpoint(value: str | None, output_dir: str) -> str | None:
@@ -389,6 +483,7 @@ __all__ = [
     "TINY_MODEL",
     "build_model_and_processor",
     "load_splits",
+    "merged_state_dict",
     "resolve_resume_checkpoint",
     "save_final_model",
     "score_predictions",

@@ -33,7 +33,6 @@ METRIC_MODULES: dict[str, Path] = {
 }
 
 
-
 def load_metric(name: str, **kwargs: Any):
     """The `evaluate` module `name` (a key of `METRIC_MODULES`), loaded from its local script (offline).
     `kwargs` go to `evaluate.load` (e.g. `keep_in_memory=True`, `experiment_id=...`)."""
