@@ -1,6 +1,6 @@
 """Write radiology reports with a fine-tuned R2Gen model.
 
-    # a prepared test split, scored at the end against its references
+    # a prepared test split, scored at the end against its references (NLG + clinical efficacy)
     python generate.py --model runs/iu_xray --dataset_dir data/iu_xray --split test --output preds.jsonl
     # one study from image files (its views, in order)
     python generate.py --model runs/iu_xray --images frontal.png lateral.png --output one.jsonl
@@ -67,7 +67,13 @@ class GenerateArguments:
     device: str | None = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda if available, else cpu)."})
     device_map: str | None = field(default=None, metadata={"help": "'auto' to spread the model over GPU, CPU and disk (small GPUs)."})
     offload_folder: str | None = field(default=None, metadata={"help": "Folder for weights offloaded to disk with --device_map auto."})
-    score: bool = field(default=True, metadata={"help": "Score against references when they exist (NLG metrics)."})
+    score: bool = field(default=True, metadata={"help": "Score against references when they exist (NLG + clinical efficacy)."})
+    labeler: str = field(
+        default="rule",
+        metadata={"help": "CE labeler: rule (offline CheXpert-style rules), chexbert (f1chexbert, weights from the Hub), none."},
+    )
+    bootstrap_samples: int = field(default=0, metadata={"help": "Bootstrap resamples for 95%% confidence intervals (0: none)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the bootstrap resampling."})
 
 
 GENERATION_OVERRIDES = ("num_beams", "max_new_tokens", "min_new_tokens", "repetition_penalty", "no_repeat_ngram_size", "length_penalty")
@@ -136,9 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     scored = [row for row in results if row.get("reference")]
     if args.score and scored:
-        from r2gen_hf.metrics import compute_nlg_metrics
+        from r2gen_hf.metrics import compute_report_metrics
 
-        report["metrics"] = compute_nlg_metrics([row["report"] for row in scored], [row["reference"] for row in scored])
+        report["metrics"] = compute_report_metrics(
+            [row["report"] for row in scored], [row["reference"] for row in scored],
+            labeler=None if args.labeler == "none" else args.labeler,
+            bootstrap_samples=args.bootstrap_samples, seed=args.seed,
+        )
     if rexrank is not None and args.rexrank_output:
         by_id = {row["id"]: row["report"] for row in results}
         for study_id, value in rexrank.items():

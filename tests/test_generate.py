@@ -65,7 +65,8 @@ def test_dataset_split_is_generated_and_scored(checkpoint, synthetic_dir, tmp_pa
     assert all(set(row) == {"id", "images", "report", "reference"} for row in rows)
     out = capsys.readouterr().out
     summary = json.loads(out[out.index("{\n") :])
-    assert summary["studies"] == len(test) and {"bleu_4", "cider", "meteor"} <= summary["metrics"].keys()
+    assert summary["studies"] == len(test) and {"bleu_4", "cider", "meteor", "ce_micro_f1"} <= summary["metrics"].keys()
+    assert summary["metrics"]["labeler"].startswith("rule-based")
     assert summary["tokens_per_second"] > 0
 
 
