@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import snapshot_download
 from peft import PeftModel
 from transformers import GenerationConfig
 from transformers.utils import GENERATION_CONFIG_NAME
@@ -33,6 +34,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 TINY_MODEL = "r2gen_hf:tiny"
 PYPI_GEMMA3_270M = "r2gen_hf:gemma-3-270m"
 CONFIG_OPTIONS = ("view_combination", "projector_type", "prompt")
+PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt"]  # never fetched, never loaded
 
 
 def resolve_model_source(name: str) -> str:
@@ -120,6 +122,12 @@ def load_trained_model(
         merge: fold LoRA weights into the base (faster generation); ignored for quantized models.
     """
     path_or_repo = str(path_or_repo)
+    if not Path(path_or_repo).is_dir():
+        # A Hub repo (or its offline cache): fetch the snapshot once and load it as a folder. Loading piece by
+        # piece fails offline for adapter repos, whose tokenizer looks for a config.json they do not have.
+        with explain_gated_access(path_or_repo):
+            path_or_repo = snapshot_download(path_or_repo, ignore_patterns=PICKLE_PATTERNS, **hub_kwargs)
+        hub_kwargs = {}
     dtype = resolve_dtype(dtype)
     if quantization_config is not None:
         quantization_config = with_unquantized_vision(quantization_config)
