@@ -173,7 +173,9 @@ def build_model_and_processor(
     if model_args.model_name_or_path == TINY_MODEL:
         from .testing import tiny_config, tiny_model_and_processor, tiny_processor
 
-        tiny_options = dict(view_combination=model_args.view_combination, projector_type=model_args.projector_type, prompt=model_args.prompt)
+        tiny_options = dict(
+            view_combination=model_args.view_combination, projector_type=model_args.projector_type, prompt=model_args.prompt
+        )
         if is_deepspeed_zero3_enabled():
             # Under ZeRO-3, zero.Init partitions the parts that R2Gen builds with AutoModel.from_config, and
             # the composite's own weight initialisation then fails on their empty shards; `_from_config`
