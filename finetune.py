@@ -18,6 +18,8 @@ import yaml
 from transformers import HfArgumentParser, set_seed
 
 from r2gen_hf.adapters import AlignmentConfig
+from r2gen_hf.data import R2GenDataCollator
+from r2gen_hf.hub import current_command, describe_dataset, publish
 from r2gen_hf.training import (
     DataArguments,
     EvaluationCollator,
@@ -29,7 +31,6 @@ from r2gen_hf.training import (
     resolve_resume_checkpoint,
     save_final_model,
 )
-from r2gen_hf.data import R2GenDataCollator
 
 
 logger = logging.getLogger("finetune")
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> int:
     model, processor = build_model_and_processor(model_args, alignment, max_report_tokens=data_args.max_report_tokens)
 
     # 4. Trainer: training batches carry reports as labels; evaluation batches carry the prompt alone.
+    #    Publishing happens once at the end (step 7), not on every save with the Trainer's own card.
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     trainer = R2GenTrainer(
         model=model,
         args=training_args,
@@ -82,17 +85,36 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> int:
         trainer.log_metrics("train", result.metrics)
         trainer.save_metrics("train", result.metrics)
         trainer.save_state()
-        save_final_model(trainer, training_args.output_dir, merge=training_args.merge_adapters)
+        save_final_model(trainer, training_args.output_dir, merge=training_args.merge_adapters, model_args=model_args)
 
     # 6. Evaluate on the validation split and, with --do_predict, on the test split.
     if training_args.do_eval:
-        metrics = trainer.evaluate()
+        metrics = trainer.evaluate(output_name="eval")
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
     if training_args.do_predict:
         metrics = trainer.predict(splits[data_args.test_split], metric_key_prefix="test").metrics
         trainer.log_metrics("test", metrics)
         trainer.save_metrics("test", metrics)
+
+    # 7. Publish model, processor, generation config and a model card (--push_to_hub, --hub_model_id).
+    if push_to_hub and trainer.is_world_process_zero():
+        publish(
+            training_args.output_dir,
+            training_args.hub_model_id or Path(training_args.output_dir).name,
+            private=training_args.hub_private_repo is not False,
+            token=training_args.hub_token,
+            base_models=(
+                {"R2Gen model": model_args.model_name_or_path}
+                if model_args.model_name_or_path
+                else {"vision encoder": model_args.vision_model, "language model": model_args.lm_model}
+            ),
+            dataset=describe_dataset(data_args.dataset_dir),
+            alignment=alignment.to_dict(),
+            command=current_command(),
+            eval_split=data_args.eval_split,
+            test_split=data_args.test_split,
+        )
     return 0
 
 

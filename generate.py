@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from transformers import BitsAndBytesConfig, HfArgumentParser
+from transformers import HfArgumentParser
 
-from r2gen_hf.checkpoints import load_trained_model
+from r2gen_hf.checkpoints import load_trained_model, quantization_config_for
 from r2gen_hf.inference import (
     generate_reports,
     read_results,
@@ -117,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. Model and processor (merged, or base + adapters), on the chosen device.
     dtype = resolve_dtype(args.dtype, args.device)
-    quantization = {"4bit": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype),
-                    "8bit": BitsAndBytesConfig(load_in_8bit=True)}.get(args.quantization)
+    quantization = quantization_config_for(args.quantization, dtype)
     model, processor = load_trained_model(
         args.model, dtype=dtype, quantization_config=quantization, device_map=args.device_map, offload_folder=args.offload_folder
     )

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from huggingface_hub import snapshot_download
 from peft import PeftModel
-from transformers import GenerationConfig
+from transformers import BitsAndBytesConfig, GenerationConfig
 from transformers.utils import GENERATION_CONFIG_NAME
 from transformers.utils.hub import cached_file
 
@@ -57,9 +57,7 @@ def compose_model(
     """The model and processor from their sources: a saved R2Gen model (`model_name_or_path`, or
     `r2gen_hf:tiny`), or a vision checkpoint + a Gemma 3 checkpoint with a new projector."""
     if model_name_or_path == TINY_MODEL:
-        from .testing import tiny_model_and_processor
-
-        return tiny_model_and_processor(**config_options)
+        return _tiny_model_and_processor(**config_options)
     dtype = resolve_dtype(dtype)
     if model_name_or_path is not None:
         model = R2GenForConditionalGeneration.from_pretrained(model_name_or_path, dtype=dtype, quantization_config=quantization_config)
@@ -71,6 +69,34 @@ def compose_model(
         vision, text, dtype=dtype, quantization_config=quantization_config, **config_options
     )
     return model, R2GenProcessor.from_vision_text_pretrained(vision, text, config=model.config)
+
+
+def _tiny_model_and_processor(**config_options) -> tuple[R2GenForConditionalGeneration, R2GenProcessor]:
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    from .testing import tiny_config, tiny_model_and_processor, tiny_processor
+
+    if not is_deepspeed_zero3_enabled():
+        return tiny_model_and_processor(**config_options)
+    # Under ZeRO-3, zero.Init partitions the parts that R2Gen builds with AutoModel.from_config, and the
+    # composite's own weight initialisation then fails on their empty shards; `_from_config` builds the
+    # whole model under zero.Init and initialises it with the shards gathered.
+    config = tiny_config(**config_options)
+    torch.manual_seed(0)
+    return R2GenForConditionalGeneration._from_config(config), tiny_processor(config)
+
+
+def quantization_config_for(quantization: str, dtype: torch.dtype) -> BitsAndBytesConfig | None:
+    """`none` | `8bit` | `4bit` (NF4 with double quantization, computing in `dtype`: QLoRA's settings)."""
+    if quantization == "none":
+        return None
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+        )
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise ValueError(f"quantization must be none, 8bit or 4bit; got {quantization!r}.")
 
 
 def write_base_record(
@@ -167,6 +193,7 @@ __all__ = [
     "TINY_MODEL",
     "compose_model",
     "load_trained_model",
+    "quantization_config_for",
     "resolve_model_source",
     "write_base_record",
 ]

@@ -19,28 +19,23 @@ import torch
 from datasets import Dataset, DatasetDict, load_from_disk
 from peft import PeftModel
 from transformers import (
-    BitsAndBytesConfig,
     EvalPrediction,
     GenerationConfig,
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
 )
-from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType, get_last_checkpoint
 
 from .adapters import AlignmentConfig, apply_alignment, merge_adapters
+from .checkpoints import PYPI_GEMMA3_270M, TINY_MODEL, compose_model, quantization_config_for, write_base_record
 from .configuration_r2gen import DEFAULT_PROMPT
 from .data import SPLITS, R2GenDataCollator
 from .loading import resolve_dtype
-from .modeling_r2gen import R2GenForConditionalGeneration
 from .processing_r2gen import R2GenProcessor
 
 
 logger = logging.getLogger(__name__)
 
-# Special model sources: the tiny random model of `r2gen_hf.testing`, and Gemma 3 270M from PyPI.
-TINY_MODEL = "r2gen_hf:tiny"
-PYPI_GEMMA3_270M = "r2gen_hf:gemma-3-270m"
 STUDY_INDEX = "study_index"
 SCORE_NAME = "r2gen_score"  # R2GenGPT's checkpoint criterion: 0.5 * BLEU-4 + 0.5 * CIDEr
 
@@ -135,72 +130,37 @@ class R2GenTrainingArguments(Seq2SeqTrainingArguments):
         default=None,
         metadata={"help": "Resume from this checkpoint; alone (or 'latest'), from the latest one in output_dir.", "nargs": "?", "const": "latest"},
     )
+    ce_labeler: str | None = field(
+        default="rule",
+        metadata={"help": "Clinical-efficacy labeler for evaluations: rule (offline), chexbert (f1chexbert), or none."},
+    )
     merge_adapters: bool = field(default=False, metadata={"help": "Also save a merged copy (adapters folded in) under output_dir/merged."})
     stop_on_nonfinite_loss: bool = field(default=True, metadata={"help": "Stop with a clear message when the loss becomes NaN/inf."})
 
 
     def __post_init__(self):
+        if self.ce_labeler in ("none", ""):
+            self.ce_labeler = None
         if str(getattr(self.eval_strategy, "value", self.eval_strategy)) == "no":
             self.load_best_model_at_end = False  # nothing to choose from without evaluations
         super().__post_init__()
-
-
-def resolve_model_source(name: str) -> str:
-    """Maps the special names to paths (the PyPI Gemma 3 270M is converted once and cached)."""
-    if name == PYPI_GEMMA3_270M:
-        from .gemma3_270m import gemma3_270m_path
-
-        return str(gemma3_270m_path())
-    return name
-
-
-def quantization_config_for(quantization: str, dtype: torch.dtype) -> BitsAndBytesConfig | None:
-    if quantization == "none":
-        return None
-    if quantization == "4bit":
-        return BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
-        )
-    if quantization == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    raise ValueError(f"quantization must be none, 8bit or 4bit; got {quantization!r}.")
 
 
 def build_model_and_processor(
     model_args: ModelArguments, alignment: AlignmentConfig, max_report_tokens: int | None = None
 ) -> tuple[torch.nn.Module, R2GenProcessor]:
     """Loads or composes the model, applies the alignment mode / LoRA, and builds the matching processor."""
-    if model_args.model_name_or_path == TINY_MODEL:
-        from .testing import tiny_config, tiny_model_and_processor, tiny_processor
-
-        tiny_options = dict(
-            view_combination=model_args.view_combination, projector_type=model_args.projector_type, prompt=model_args.prompt
-        )
-        if is_deepspeed_zero3_enabled():
-            # Under ZeRO-3, zero.Init partitions the parts that R2Gen builds with AutoModel.from_config, and
-            # the composite's own weight initialisation then fails on their empty shards; `_from_config`
-            # builds the whole model under zero.Init and initialises it with the shards gathered.
-            config = tiny_config(**tiny_options)
-            torch.manual_seed(0)
-            model, processor = R2GenForConditionalGeneration._from_config(config), tiny_processor(config)
-        else:
-            model, processor = tiny_model_and_processor(**tiny_options)
-    elif model_args.model_name_or_path is not None:
-        dtype = resolve_dtype(model_args.dtype)
-        model = R2GenForConditionalGeneration.from_pretrained(
-            model_args.model_name_or_path, dtype=dtype,
-            quantization_config=quantization_config_for(model_args.quantization, dtype),
-        )
-        processor = R2GenProcessor.from_pretrained(model_args.model_name_or_path)
-    else:
-        dtype = resolve_dtype(model_args.dtype)
-        vision, text = resolve_model_source(model_args.vision_model), resolve_model_source(model_args.lm_model)
-        model = R2GenForConditionalGeneration.from_vision_text_pretrained(
-            vision, text, dtype=dtype,
-            quantization_config=quantization_config_for(model_args.quantization, dtype),
-            view_combination=model_args.view_combination, projector_type=model_args.projector_type, prompt=model_args.prompt,
-        )
-        processor = R2GenProcessor.from_vision_text_pretrained(vision, text, config=model.config)
+    dtype = resolve_dtype(model_args.dtype)
+    model, processor = compose_model(
+        vision_model=model_args.vision_model,
+        lm_model=model_args.lm_model,
+        model_name_or_path=model_args.model_name_or_path,
+        dtype=dtype,
+        quantization_config=quantization_config_for(model_args.quantization, dtype),
+        view_combination=model_args.view_combination,
+        projector_type=model_args.projector_type,
+        prompt=model_args.prompt,
+    )
     processor.max_report_tokens = max_report_tokens
     model, counts = apply_alignment(model, alignment)
     logger.info("%s", counts)
@@ -241,11 +201,12 @@ class EvaluationCollator:
         return batch
 
 
-def score_predictions(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """NLG metrics (pycocoevalcap-equal) plus R2GenGPT's checkpoint score."""
-    from .metrics import compute_nlg_metrics
+def score_predictions(predictions: list[str], references: list[str], labeler: str | None = "rule") -> dict[str, Any]:
+    """NLG metrics (equal to pycocoevalcap's), clinical efficacy with `labeler` (its name under "labeler"),
+    and R2GenGPT's checkpoint score."""
+    from .metrics import compute_report_metrics
 
-    metrics = compute_nlg_metrics(predictions, references)
+    metrics = compute_report_metrics(predictions, references, labeler=labeler)
     metrics[SCORE_NAME] = 0.5 * metrics["bleu_4"] + 0.5 * metrics["cider"]
     return metrics
 
@@ -274,13 +235,28 @@ class R2GenTrainer(Seq2SeqTrainer):
     def get_eval_dataloader(self, eval_dataset=None):
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         self._evaluated_split = dataset if isinstance(dataset, Dataset) else None
-        self._evaluation_name = None  # eval-step-N
         return self._with_collator(self.eval_data_collator, lambda: super(R2GenTrainer, self).get_eval_dataloader(eval_dataset))
 
     def get_test_dataloader(self, test_dataset):
         self._evaluated_split = test_dataset
-        self._evaluation_name = "test"
         return self._with_collator(self.eval_data_collator, lambda: super(R2GenTrainer, self).get_test_dataloader(test_dataset))
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", output_name=None, **gen_kwargs):
+        """As the Trainer's; `output_name` names the folder of predictions and metrics (default
+        `eval-step-N`), so that a final evaluation does not overwrite the last step's."""
+        self._evaluation_name = output_name
+        try:
+            return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs)
+        finally:
+            self._evaluation_name = None
+
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix="test", **gen_kwargs):
+        """As the Trainer's; predictions and metrics go to `<output_dir>/<metric_key_prefix>/`."""
+        self._evaluation_name = metric_key_prefix
+        try:
+            return super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs)
+        finally:
+            self._evaluation_name = None
 
     # -- training ------------------------------------------------------------------------------------
 
@@ -341,11 +317,12 @@ class R2GenTrainer(Seq2SeqTrainer):
         rows = split.select_columns(["id", "report"]).select(order)
         predictions = [by_index[index] for index in order]
         references = list(rows["report"])
-        metrics = score_predictions(predictions, references)
+        metrics = score_predictions(predictions, references, labeler=self.args.ce_labeler)
         metrics["num_studies"] = len(order)
         if self.is_world_process_zero():
             self._write_evaluation(list(rows["id"]), predictions, references, metrics)
-        return metrics
+        # The labeler's name is in metrics.json; the Trainer's logs take numbers only.
+        return {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
 
     def _write_evaluation(self, ids, predictions, references, metrics) -> None:
         directory = Path(self.args.output_dir) / (self._evaluation_name or f"eval-step-{self.state.global_step}")
@@ -356,9 +333,12 @@ class R2GenTrainer(Seq2SeqTrainer):
         (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 
-def save_final_model(trainer: R2GenTrainer, output_dir: str | os.PathLike, merge: bool) -> None:
-    """Saves the model (peft adapters as adapters), processor and generation config; with `merge`, also a
-    merged full model under `output_dir/merged` that `from_pretrained` loads without peft.
+def save_final_model(
+    trainer: R2GenTrainer, output_dir: str | os.PathLike, merge: bool, model_args: ModelArguments | None = None
+) -> None:
+    """Saves the model (peft adapters as adapters, with `r2gen_base.json` naming the base's sources so that
+    the directory loads by itself), processor and generation config; with `merge`, also a merged full model
+    under `output_dir/merged` that `from_pretrained` loads without peft.
 
     Every process must call this: under DeepSpeed ZeRO-3 each one holds a shard of every weight, and gathering
     them takes all processes. The trainer's model is left as it was, since evaluation may follow."""
@@ -377,6 +357,8 @@ def save_final_model(trainer: R2GenTrainer, output_dir: str | os.PathLike, merge
         return
     base.generation_config.save_pretrained(output_dir)
     trainer.processing_class.save_pretrained(output_dir)
+    if isinstance(model, PeftModel) and model_args is not None:
+        write_base_record(output_dir, model_args.vision_model, model_args.lm_model, model_args.model_name_or_path, base.config)
     if merge and isinstance(model, PeftModel):
         merged_dir = Path(output_dir) / "merged"
         if merged_weights is not None:
@@ -477,12 +459,10 @@ __all__ = [
     "DataArguments",
     "EvaluationCollator",
     "ModelArguments",
-    "PYPI_GEMMA3_270M",
     "R2GenTrainer",
     "R2GenTrainingArguments",
     "SCORE_NAME",
     "SPLITS",
-    "TINY_MODEL",
     "build_model_and_processor",
     "load_splits",
     "merged_state_dict",

@@ -55,6 +55,7 @@ def test_training_lowers_the_loss_and_writes_evaluations(tmp_path, synthetic_dir
         metrics = json.loads((directory / "metrics.json").read_text())
         assert {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider", "r2gen_score"} <= metrics.keys()
         assert metrics["r2gen_score"] == pytest.approx(0.5 * metrics["bleu_4"] + 0.5 * metrics["cider"])
+        assert {"ce_micro_f1", "ce_macro_f1_5"} <= metrics.keys() and metrics["labeler"].startswith("rule-based")
         rows = [json.loads(line) for line in (directory / "predictions.jsonl").read_text().splitlines()]
         assert len(rows) == metrics["num_studies"] == min(6, len(validation))  # max_eval_samples 6
         assert len({row["id"] for row in rows}) == len(rows)
@@ -62,6 +63,8 @@ def test_training_lowers_the_loss_and_writes_evaluations(tmp_path, synthetic_dir
             assert row["reference"] == references[row["id"]]
             assert set(row) == {"id", "prediction", "reference"}
     assert (output / "test" / "metrics.json").exists()
+    assert (output / "eval" / "metrics.json").exists()  # the final evaluation does not overwrite eval-step-8
+    assert json.loads((output / "r2gen_base.json").read_text())["model_name_or_path"] == "r2gen_hf:tiny"
 
     # The final model: adapters + processor + generation config, and a merged copy from_pretrained loads.
     assert (output / "adapter_model.safetensors").exists() and (output / "processor_config.json").exists()
