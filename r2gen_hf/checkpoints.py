@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from huggingface_hub import snapshot_download
+from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 from peft import PeftModel
 from transformers import BitsAndBytesConfig, GenerationConfig
 from transformers.utils import GENERATION_CONFIG_NAME
@@ -152,7 +153,21 @@ def load_trained_model(
         # A Hub repo (or its offline cache): fetch the snapshot once and load it as a folder. Loading piece by
         # piece fails offline for adapter repos, whose tokenizer looks for a config.json they do not have.
         with explain_gated_access(path_or_repo):
-            path_or_repo = snapshot_download(path_or_repo, ignore_patterns=PICKLE_PATTERNS, **hub_kwargs)
+            try:
+                path_or_repo = snapshot_download(path_or_repo, ignore_patterns=PICKLE_PATTERNS, **hub_kwargs)
+            except LocalEntryNotFoundError as error:
+                raise OSError(
+                    f"'{path_or_repo}' is not a local directory and is not in the local Hub cache, and the Hub cannot "
+                    "be reached (HF_HUB_OFFLINE=1 or no network). Download it once with `hf download "
+                    f"{path_or_repo}` on a connected machine, or pass the path of a local copy."
+                ) from error
+            except RepositoryNotFoundError as error:
+                if isinstance(error, GatedRepoError):
+                    raise
+                raise OSError(
+                    f"'{path_or_repo}' is neither a local directory nor a Hub repository you can see. Check the "
+                    "spelling; for a private repository, log in with `hf auth login` or set HF_TOKEN."
+                ) from error
         hub_kwargs = {}
     dtype = resolve_dtype(dtype)
     if quantization_config is not None:

@@ -196,7 +196,7 @@ def test_repo_id_loads_offline_from_the_hub_cache(checkpoint, tmp_path, monkeypa
     reference, _ = load_trained_model(checkpoint)
     for (name, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items()):
         assert torch.equal(a, b), name
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="not in the local Hub cache.*hf download someone/not-cached"):
         load_trained_model("someone/not-cached", cache_dir=str(cache))
 
 
