@@ -240,8 +240,8 @@ def test_two_process_evaluation_gives_exactly_the_one_process_metrics(tmp_path, 
     two = run([*ddp_launch(), FINETUNE, *flags, "--output_dir", str(tmp_path / "two")], timeout=300)
     assert count_evaluating_processes(one) == 1 and count_evaluating_processes(two) == 2
 
-    metrics_one, rows_one = read_evaluation(tmp_path / "one" / "eval-step-0")
-    metrics_two, rows_two = read_evaluation(tmp_path / "two" / "eval-step-0")
+    metrics_one, rows_one = read_evaluation(tmp_path / "one" / "eval")
+    metrics_two, rows_two = read_evaluation(tmp_path / "two" / "eval")
     # Every study once, in split order, with the same report: padding and the repeated study change nothing.
     from datasets import load_from_disk
 
