@@ -15,19 +15,16 @@ Prints one JSON object.
 """
 
 import argparse
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from datasets import load_from_disk
 from PIL import Image
 
+from _report import emit, machine_info  # bench/_report.py (scripts run from bench/)
 from data_prep.common import Study, write_prepared_dataset
 from r2gen_hf.data import R2GenDataCollator
 from r2gen_hf.testing import tiny_image_processor, tiny_processor
@@ -105,10 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "benchmark": "data_loading",
-        "machine": platform.node(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        **machine_info(),
         "num_images": args.num_images,
         "source_image_size": list(SOURCE_SIZE),
         "prepared_image_size": args.image_size,
@@ -118,11 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": round(prepared / r2gengpt, 1),
         "one_off_prepare_images_per_s": round(args.num_images / prepare_seconds, 1),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n")
+    emit(result, args.output)
     return 0
 
 

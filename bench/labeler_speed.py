@@ -11,15 +11,12 @@ Prints one JSON object.
 """
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
+from _report import emit, machine_info  # bench/_report.py (scripts run from bench/)
 from data_prep.synthetic import sample_spec, write_report
 from r2gen_hf.data import clean_report
 from r2gen_hf.metrics import label_reports
@@ -118,10 +115,7 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "labeler_speed",
         "labeler": "rule",
-        "machine": platform.node(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
+        **machine_info(),
         "num_reports": len(reports),
         "mean_words_per_report": round(float(np.mean([len(text.split()) for text in reports])), 1),
         "raw": raw,
@@ -129,11 +123,7 @@ def main(argv=None) -> int:
         "target_seconds_per_1000_reports": 20.0,
         "meets_target": max(raw["seconds_per_1000_reports"], cleaned["seconds_per_1000_reports"]) < 20.0,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n")
+    emit(result, args.output)
     return 0
 
 

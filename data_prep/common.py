@@ -129,18 +129,19 @@ def prepared_rows(
     that survive and logging the rest in `skipped`."""
     root = Path(image_root) if image_root is not None else None
 
-    def load(study: Study) -> tuple[Study, list[Image.Image] | None, dict]:
+    def load(study: Study) -> tuple[Study, str, list[Image.Image] | None, dict]:
         cleaned = clean_report(study.report or "", style=style)
         if not cleaned:
-            return study, None, {"reason": "empty report", "file": study.source, "field": "report"}
+            return study, cleaned, None, {"reason": "empty report", "file": study.source, "field": "report"}
         try:
             images, problem = _load_study_images(study, root, image_size)
         except Exception as error:  # one bad study must not end a long run
-            return study, None, {"reason": "error", "file": study.source, "detail": repr(error)}
-        return study, images, problem
+            return study, cleaned, None, {"reason": "error", "file": study.source, "detail": repr(error)}
+        return study, cleaned, images, problem
 
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-        for study, images, problem in tqdm(pool.map(load, studies), total=total, desc="preparing studies", unit="study"):
+        progress = tqdm(pool.map(load, studies), total=total, desc="preparing studies", unit="study")
+        for study, cleaned, images, problem in progress:
             if images is None:
                 skipped.add(problem.pop("reason"), study=study.id, **problem)
                 continue
@@ -148,7 +149,7 @@ def prepared_rows(
                 "id": study.id,
                 "subject_id": study.subject_id,
                 "study_id": study.study_id,
-                "report": clean_report(study.report, style=style),
+                "report": cleaned,
                 "raw_report": study.report,
                 "images": images,
                 "views": list(study.views) or [""] * len(images),

@@ -33,6 +33,20 @@ METRIC_MODULES: dict[str, Path] = {
 }
 
 
+def report_metric_info(description: str, citation: str, inputs_description: str, reference_url: str):
+    """The `evaluate.MetricInfo` every module here returns: string predictions against string references."""
+    import datasets
+    import evaluate
+
+    return evaluate.MetricInfo(
+        description=description,
+        citation=citation,
+        inputs_description=inputs_description,
+        features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+        reference_urls=[reference_url],
+    )
+
+
 def load_metric(name: str, **kwargs: Any):
     """The `evaluate` module `name` (a key of `METRIC_MODULES`), loaded from its local script (offline).
     `kwargs` go to `evaluate.load` (e.g. `keep_in_memory=True`, `experiment_id=...`)."""

@@ -8,10 +8,10 @@ The result names the labeler (`labeler`), so rule-based CE is never mistaken for
 Load it offline with `r2gen_hf.metrics.load_metric("ce")` or `evaluate.load(<path of this file>)`.
 """
 
-import datasets
 import evaluate
 
 from r2gen_hf.metrics.clinical import compute_ce_metrics
+from r2gen_hf.metrics.evaluate_modules import report_metric_info
 
 _DESCRIPTION = (
     "Clinical efficacy: the 14 CheXpert observations read from generated and reference reports (rule-based "
@@ -41,15 +41,7 @@ Examples:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class R2genCe(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-            reference_urls=["https://github.com/stanfordmlgroup/chexpert-labeler"],
-        )
+        return report_metric_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, "https://github.com/stanfordmlgroup/chexpert-labeler")
 
     def _compute(self, predictions, references, labeler="rule", uncertain="negative"):
         return compute_ce_metrics(predictions, references, labeler=labeler, uncertain=uncertain)

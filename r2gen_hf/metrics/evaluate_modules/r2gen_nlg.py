@@ -5,10 +5,10 @@ cleaned reference report per prediction, strings scored as given (no PTB tokeniz
 Load it offline with `r2gen_hf.metrics.load_metric("nlg")` or `evaluate.load(<path of this file>)`.
 """
 
-import datasets
 import evaluate
 
 from r2gen_hf.metrics.nlg import compute_nlg_metrics
+from r2gen_hf.metrics.evaluate_modules import report_metric_info
 
 
 _DESCRIPTION = (
@@ -34,15 +34,7 @@ Examples:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class R2genNlg(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-            reference_urls=["https://github.com/salaniz/pycocoevalcap"],
-        )
+        return report_metric_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, "https://github.com/salaniz/pycocoevalcap")
 
     def _compute(self, predictions, references, meteor=True):
         return compute_nlg_metrics(predictions, references, meteor=meteor)

@@ -5,10 +5,10 @@ cleaned reference report per prediction, strings scored as given (no PTB tokeniz
 Load it offline with `r2gen_hf.metrics.load_metric("rouge_l")` or `evaluate.load(<path of this file>)`.
 """
 
-import datasets
 import evaluate
 
 from r2gen_hf.metrics.nlg import rouge_l_score
+from r2gen_hf.metrics.evaluate_modules import report_metric_info
 
 
 _DESCRIPTION = (
@@ -33,15 +33,7 @@ Examples:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class R2genRougeL(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-            reference_urls=["https://github.com/salaniz/pycocoevalcap"],
-        )
+        return report_metric_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, "https://github.com/salaniz/pycocoevalcap")
 
     def _compute(self, predictions, references):
         return {"rouge_l": rouge_l_score(predictions, references)}
