@@ -18,6 +18,7 @@ import yaml
 from transformers import HfArgumentParser, set_seed
 
 from r2gen_hf.adapters import AlignmentConfig
+from r2gen_hf.cli_logging import configure_logging
 from r2gen_hf.data import R2GenDataCollator
 from r2gen_hf.hub import current_command, describe_dataset, publish
 from r2gen_hf.training import (
@@ -55,7 +56,7 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, Data
 def main(argv: list[str] | None = None, callbacks: list | None = None) -> int:
     # 1. Arguments and logging.
     model_args, data_args, alignment, training_args = parse_arguments(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level())
+    configure_logging(training_args.get_process_log_level())
     set_seed(training_args.seed)
 
     # 2. Data: the prepared splits (images already resized by data_prep).

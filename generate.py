@@ -25,6 +25,7 @@ import torch
 from transformers import HfArgumentParser
 
 from r2gen_hf.checkpoints import load_trained_model, quantization_config_for
+from r2gen_hf.cli_logging import configure_logging
 from r2gen_hf.inference import (
     generate_reports,
     read_results,
@@ -112,7 +113,7 @@ def generation_config_for(model, args: GenerateArguments):
 def main(argv: list[str] | None = None) -> int:
     # 1. Arguments.
     (args,) = HfArgumentParser(GenerateArguments, description=__doc__).parse_args_into_dataclasses(args=argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    configure_logging(logging.INFO)
     studies, rexrank = select_studies(args)
 
     # 2. Model and processor (merged, or base + adapters), on the chosen device.

@@ -22,6 +22,7 @@ from datasets import Dataset, DatasetDict
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from r2gen_hf.cli_logging import configure_logging  # noqa: F401  (the data_prep scripts' logging set-up)
 from r2gen_hf.data import FEATURES, SPLITS, clean_report
 
 
@@ -310,10 +311,6 @@ def finish(skipped: SkipLog, dataset: DatasetDict, output_dir: str | os.PathLike
         print("--strict: failing because studies were skipped.", file=sys.stderr)
         return 1
     return 0
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
 
 
 def remove_if_exists(path: Path) -> None:

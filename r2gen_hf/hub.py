@@ -40,6 +40,7 @@ from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 from huggingface_hub.utils import filter_repo_objects
 
 from .checkpoints import ADAPTER_CONFIG, BASE_RECORD, PYPI_GEMMA3_270M, TINY_MODEL
+from .cli_logging import configure_logging
 
 
 try:  # huggingface_hub >= 0.2x
@@ -845,7 +846,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--commit_message", default="Upload R2Gen model, processor, generation config and model card", help="The upload commit's message.")
     parser.add_argument("--dry_run", action="store_true", help="Check, write README.md and list the files; upload nothing.")
     args = parser.parse_args(argv)
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    configure_logging(logging.INFO, show_time=False)
 
     base_models = None
     if args.vision_model or args.lm_model:

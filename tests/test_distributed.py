@@ -43,6 +43,9 @@ ENV = {
     "HF_DATASETS_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # Under CI=true transformers lets its records reach the root logger as well as its own handler: every
+    # Trainer line was printed twice. The runs here check that each is printed once, in CI and out of it.
+    "CI": "true",
 }
 # The Trainer logs "***** Running Evaluation *****" once per process when replicas log at info level too:
 # how a test sees that a run really had two processes.
