@@ -14,6 +14,7 @@ from torch import nn
 from transformers import AutoModel, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
+from transformers.loss.loss_utils import fixed_cross_entropy
 from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.processing_utils import Unpack
@@ -52,7 +53,7 @@ class R2GenCausalLMOutputWithPast(ModelOutput):
     loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `labels` is provided):
         Next-token cross-entropy over the positions whose label is not -100 (the report and its `<end_of_turn>`).
     logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
-        Language-model scores.
+        Language-model scores; None when the forward pass was asked for `loss_logits_only`.
     cache (`Cache`, *optional*):
         The KV cache, for generation.
     hidden_states, attentions:
@@ -448,6 +449,24 @@ class R2GenForConditionalGeneration(R2GenPreTrainedModel, GenerationMixin):
     def multi_modal_projector(self) -> nn.Module:
         return self.model.multi_modal_projector
 
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """LM head with Gemma 3's final logit soft-capping (when the text config sets one)."""
+        logits = self.lm_head(hidden_states)  # (..., V)
+        softcap = self.config.text_config.final_logit_softcapping
+        if softcap is not None:
+            logits = torch.tanh(logits / softcap) * softcap
+        return logits
+
+    def loss_at_supervised_positions(
+        self, hidden_states: torch.Tensor, labels: torch.LongTensor, num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        """The causal-LM loss of `self.loss_function` (next-token cross-entropy in float32, mean over the
+        supervised tokens or sum / `num_items_in_batch`), with the LM head run only where a label is read."""
+        next_labels = nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]  # (B, T): the token each position predicts
+        supervised = next_labels != -100  # (B, T)
+        logits = self.compute_logits(hidden_states[supervised])  # (N, V), N = supervised positions in the batch
+        return fixed_cross_entropy(logits.float(), next_labels[supervised], num_items_in_batch, ignore_index=-100)
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -460,6 +479,7 @@ class R2GenForConditionalGeneration(R2GenPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        loss_logits_only: bool = False,
         **kwargs: Unpack[TransformersKwargs],
     ) -> R2GenCausalLMOutputWithPast:
         r"""
@@ -472,6 +492,11 @@ class R2GenForConditionalGeneration(R2GenPreTrainedModel, GenerationMixin):
             closing `<end_of_turn>`). Shifted inside the loss, as in transformers' causal LMs.
         logits_to_keep (`int` or `torch.Tensor`, *optional*):
             As in transformers' causal LMs: compute logits for the last `logits_to_keep` positions only (0: all).
+        loss_logits_only (`bool`, *optional*, defaults to `False`):
+            With `labels`: run the LM head only at the positions the loss reads (those whose next label is not
+            -100) and return `logits=None`. The loss is the same; with Gemma 3's 262k-entry vocabulary the
+            full-sequence LM head (and its float32 copy in the loss) is the largest single cost of a training
+            step, and most positions (image tokens, prompt) carry no loss. The Trainer turns it on.
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -484,15 +509,16 @@ class R2GenForConditionalGeneration(R2GenPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             **kwargs,
         )
-        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
-        logits = self.lm_head(hidden_states)  # (B, T, V)
-        softcap = self.config.text_config.final_logit_softcapping
-        if softcap is not None:
-            logits = torch.tanh(logits / softcap) * softcap
-
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(logits, labels, vocab_size=self.config.text_config.vocab_size, **kwargs)
+        if loss_logits_only:
+            if labels is None:
+                raise ValueError("loss_logits_only=True needs `labels`: it computes logits only where the loss reads them.")
+            loss = self.loss_at_supervised_positions(outputs.last_hidden_state, labels, kwargs.get("num_items_in_batch"))
+            logits = None
+        else:
+            logits = self.compute_logits(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))  # (B, T, V)
+            loss = None
+            if labels is not None:
+                loss = self.loss_function(logits, labels, vocab_size=self.config.text_config.vocab_size, **kwargs)
 
         return R2GenCausalLMOutputWithPast(
             loss=loss,

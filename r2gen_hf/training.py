@@ -136,6 +136,11 @@ class R2GenTrainingArguments(Seq2SeqTrainingArguments):
     )
     merge_adapters: bool = field(default=False, metadata={"help": "Also save a merged copy (adapters folded in) under output_dir/merged."})
     stop_on_nonfinite_loss: bool = field(default=True, metadata={"help": "Stop with a clear message when the loss becomes NaN/inf."})
+    loss_logits_only: bool = field(
+        default=True,
+        metadata={"help": "Run the LM head only at report positions when computing the loss (same loss, less time and "
+                          "memory with Gemma 3's 262k vocabulary). false: full-sequence logits, e.g. for a custom loss."},
+    )
 
 
     def __post_init__(self):
@@ -259,6 +264,18 @@ class R2GenTrainer(Seq2SeqTrainer):
             self._evaluation_name = None
 
     # -- training ------------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The Trainer's loss, with the LM head run only at report positions (`loss_logits_only`) unless a
+        label smoother or custom loss function needs the full logits."""
+        if (
+            self.args.loss_logits_only
+            and "labels" in inputs
+            and self.label_smoother is None
+            and self.compute_loss_func is None
+        ):
+            inputs = {**inputs, "loss_logits_only": True}
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)

@@ -52,6 +52,42 @@ def test_loss_is_cross_entropy_on_report_tokens_only(tiny, studies):
     assert int(supervised.sum()) == n_report
 
 
+@pytest.mark.parametrize("num_items_in_batch", [None, 40])
+def test_loss_logits_only_gives_the_full_logits_loss_and_gradients(num_items_in_batch, studies):
+    """The LM head at report positions only: the same loss and the same gradients as full-sequence logits,
+    with the Trainer's gradient-accumulation normaliser (num_items_in_batch) and without."""
+    model, processor = tiny_model_and_processor(seed=1)
+    model.config.text_config.final_logit_softcapping = 30.0  # Gemma 3 270M's; checks the soft-cap is kept
+    batch = processor(images=studies([2, 1]), text=REPORTS)
+    extra = {} if num_items_in_batch is None else {"num_items_in_batch": torch.tensor(num_items_in_batch)}
+
+    losses, grads = [], []
+    for loss_logits_only in (False, True):
+        model.zero_grad()
+        out = model(**batch, loss_logits_only=loss_logits_only, **extra)
+        out.loss.backward()
+        losses.append(out.loss.detach())
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+        assert (out.logits is None) == loss_logits_only
+    torch.testing.assert_close(losses[1], losses[0])
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)
+    if num_items_in_batch is not None:  # the normaliser is really used: sum / 40, not the mean
+        supervised = int((batch["labels"][:, 1:] != -100).sum())
+        assert supervised != num_items_in_batch
+        mean = model(**batch, loss_logits_only=True).loss
+        torch.testing.assert_close(losses[1], mean.detach() * supervised / num_items_in_batch)
+
+
+def test_loss_logits_only_needs_labels(tiny, studies):
+    model, processor = tiny
+    batch = processor(images=studies([1]), text=REPORTS[:1])
+    batch.pop("labels")
+    with pytest.raises(ValueError, match="needs `labels`"):
+        model(**batch, loss_logits_only=True)
+
+
 def test_placeholder_count_mismatch_raises_with_both_counts(tiny, studies):
     model, processor = tiny
     batch = processor(images=studies([1]), text=REPORTS[:1])

@@ -1,5 +1,6 @@
 """finetune.py and R2GenTrainer on the tiny model and a small synthetic set (CPU, in-process)."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -91,6 +92,27 @@ def test_evaluation_generates_from_the_prompt_alone(tmp_path, synthetic_dir, mon
         # Every row ends exactly where the report would begin: nothing of the reference is in the input.
         assert torch.equal(ids[:, -3:], model_turn.expand(ids.shape[0], 3)), ids[:, -6:]
         assert inputs["attention_mask"][:, -1].all()  # left padding
+
+
+def test_trainer_computes_logits_at_report_positions_only(tmp_path, synthetic_dir, monkeypatch):
+    """The Trainer asks for `loss_logits_only` by default, and the run's losses are those of full logits."""
+    seen = []
+    original = R2GenForConditionalGeneration.forward
+
+    @functools.wraps(original)  # generate() reads forward's signature
+    def spy(self, *args, **kwargs):
+        if "labels" in kwargs:
+            seen.append(kwargs.get("loss_logits_only", False))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(R2GenForConditionalGeneration, "forward", spy)
+    flags = ["--max_steps", "3", "--eval_strategy", "no", "--save_strategy", "no", "--do_predict", "false"]
+    label_only = losses(run(tmp_path / "label_only", synthetic_dir, *flags))
+    assert seen and all(seen)
+    seen.clear()
+    full = losses(run(tmp_path / "full", synthetic_dir, *flags, "--loss_logits_only", "false"))
+    assert seen and not any(seen)
+    assert label_only == pytest.approx(full, rel=1e-4) and len(full) == 3
 
 
 class InterruptAt(TrainerCallback):
