@@ -24,7 +24,10 @@ import numpy as np
 from datasets import load_from_disk
 from PIL import Image
 
-from _report import emit, machine_info  # bench/_report.py (scripts run from bench/)
+if __package__:  # python -m bench data / metrics
+    from ._report import emit, machine_info
+else:  # python bench/<script>.py (bench/ is on sys.path)
+    from _report import emit, machine_info
 from data_prep.common import Study, write_prepared_dataset
 from r2gen_hf.data import R2GenDataCollator
 from r2gen_hf.testing import tiny_image_processor, tiny_processor

@@ -16,7 +16,10 @@ import time
 
 import numpy as np
 
-from _report import emit, machine_info  # bench/_report.py (scripts run from bench/)
+if __package__:  # python -m bench data / metrics
+    from ._report import emit, machine_info
+else:  # python bench/<script>.py (bench/ is on sys.path)
+    from _report import emit, machine_info
 from data_prep.synthetic import sample_spec, write_report
 from r2gen_hf.data import clean_report
 from r2gen_hf.metrics import label_reports
