@@ -355,7 +355,9 @@ def save_final_model(
 ) -> None:
     """Saves the model (peft adapters as adapters, with `r2gen_base.json` naming the base's sources so that
     the directory loads by itself), processor and generation config; with `merge`, also a merged full model
-    under `output_dir/merged` that `from_pretrained` loads without peft.
+    under `output_dir/merged` that `from_pretrained` loads without peft. The generation config saved is the
+    one evaluations use (`--generation_num_beams` / `--generation_max_length` applied), so that generate.py
+    writes the reports that were scored.
 
     Every process must call this: under DeepSpeed ZeRO-3 each one holds a shard of every weight, and gathering
     them takes all processes. The trainer's model is left as it was, since evaluation may follow."""
@@ -372,7 +374,8 @@ def save_final_model(
             merged_weights = merged_state_dict(model, weights)
     if not trainer.is_world_process_zero():
         return
-    base.generation_config.save_pretrained(output_dir)
+    generation_config = trainer.evaluation_generation_config(base)
+    generation_config.save_pretrained(output_dir)
     trainer.processing_class.save_pretrained(output_dir)
     if isinstance(model, PeftModel) and model_args is not None:
         write_base_record(output_dir, model_args.vision_model, model_args.lm_model, model_args.model_name_or_path, base.config)
@@ -382,6 +385,7 @@ def save_final_model(
             base.save_pretrained(merged_dir, state_dict=merged_weights)
         else:
             merge_adapters(model).save_pretrained(merged_dir)
+        generation_config.save_pretrained(merged_dir)
         trainer.processing_class.save_pretrained(merged_dir)
 
 

@@ -69,7 +69,10 @@ def test_training_lowers_the_loss_and_writes_evaluations(tmp_path, synthetic_dir
 
     # The final model: adapters + processor + generation config, and a merged copy from_pretrained loads.
     assert (output / "adapter_model.safetensors").exists() and (output / "processor_config.json").exists()
-    assert (output / "generation_config.json").exists()
+    # The generation settings that were scored (tiny.yaml: greedy, 12 new tokens) go with the model.
+    for directory in (output, output / "merged"):
+        generation = json.loads((directory / "generation_config.json").read_text())
+        assert generation["num_beams"] == 1 and generation["max_new_tokens"] == 12, generation
     merged = R2GenForConditionalGeneration.from_pretrained(output / "merged")
     assert not any("lora_" in name for name, _ in merged.named_parameters())
 
