@@ -81,6 +81,36 @@ def time_prepared(dataset_dir: Path, processor, batch_size: int) -> float:
     return images / (time.perf_counter() - start)
 
 
+def run(num_images: int = 32, batch_size: int = 8, image_size: int = 256) -> dict:
+    """Both loading paths on the same synthetic full-size JPEGs; images/s of each and their ratio."""
+    with tempfile.TemporaryDirectory(prefix="r2gen-bench-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "jpg").mkdir()
+        names = write_sources(tmp / "jpg", num_images)
+        studies = [Study(id=name, report="The heart is normal. The lungs are clear.", split="train", image_paths=[name], views=["PA"]) for name in names]
+        prepare_start = time.perf_counter()
+        write_prepared_dataset(studies, tmp / "prepared", image_root=tmp / "jpg", image_size=image_size)
+        prepare_seconds = time.perf_counter() - prepare_start
+
+        processor = tiny_processor()
+        processor.image_processor = tiny_image_processor(MODEL_INPUT)
+        r2gengpt = time_r2gengpt([tmp / "jpg" / name for name in names], processor.image_processor)
+        prepared = time_prepared(tmp / "prepared", processor, batch_size)
+
+    return {
+        "benchmark": "data_loading",
+        **machine_info(),
+        "num_images": num_images,
+        "source_image_size": list(SOURCE_SIZE),
+        "prepared_image_size": image_size,
+        "model_input_size": MODEL_INPUT,
+        "prepared_images_per_s": round(prepared, 1),
+        "r2gengpt_images_per_s": round(r2gengpt, 1),
+        "ratio": round(prepared / r2gengpt, 1),
+        "one_off_prepare_images_per_s": round(num_images / prepare_seconds, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num_images", type=int, default=32, help="Source JPEGs (one per study).")
@@ -88,34 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image_size", type=int, default=256, help="Shorter side stored by data_prep.")
     parser.add_argument("--output", default=None, help="Also write the JSON here.")
     args = parser.parse_args(argv)
-
-    with tempfile.TemporaryDirectory(prefix="r2gen-bench-") as tmp:
-        tmp = Path(tmp)
-        (tmp / "jpg").mkdir()
-        names = write_sources(tmp / "jpg", args.num_images)
-        studies = [Study(id=name, report="The heart is normal. The lungs are clear.", split="train", image_paths=[name], views=["PA"]) for name in names]
-        prepare_start = time.perf_counter()
-        write_prepared_dataset(studies, tmp / "prepared", image_root=tmp / "jpg", image_size=args.image_size)
-        prepare_seconds = time.perf_counter() - prepare_start
-
-        processor = tiny_processor()
-        processor.image_processor = tiny_image_processor(MODEL_INPUT)
-        r2gengpt = time_r2gengpt([tmp / "jpg" / name for name in names], processor.image_processor)
-        prepared = time_prepared(tmp / "prepared", processor, args.batch_size)
-
-    result = {
-        "benchmark": "data_loading",
-        **machine_info(),
-        "num_images": args.num_images,
-        "source_image_size": list(SOURCE_SIZE),
-        "prepared_image_size": args.image_size,
-        "model_input_size": MODEL_INPUT,
-        "prepared_images_per_s": round(prepared, 1),
-        "r2gengpt_images_per_s": round(r2gengpt, 1),
-        "ratio": round(prepared / r2gengpt, 1),
-        "one_off_prepare_images_per_s": round(args.num_images / prepare_seconds, 1),
-    }
-    emit(result, args.output)
+    emit(run(args.num_images, args.batch_size, args.image_size), args.output)
     return 0
 
 

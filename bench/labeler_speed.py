@@ -104,18 +104,13 @@ def time_labeling(texts: list[str]) -> dict[str, float]:
     }
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--num_reports", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default=None, help="Also write the JSON to this file.")
-    args = parser.parse_args(argv)
-
-    reports = make_reports(args.num_reports, args.seed)
+def run(num_reports: int = 1000, seed: int = 0) -> dict:
+    """Labels `num_reports` distinct reports raw and cleaned; seconds per 1,000 and per-report latencies."""
+    reports = make_reports(num_reports, seed)
     label_reports(["warm up: the heart is normal in size ."])  # regex compilation happens at import
     raw = time_labeling(reports)
     cleaned = time_labeling([clean_report(text) for text in reports])
-    result = {
+    return {
         "benchmark": "labeler_speed",
         "labeler": "rule",
         **machine_info(),
@@ -126,7 +121,15 @@ def main(argv=None) -> int:
         "target_seconds_per_1000_reports": 20.0,
         "meets_target": max(raw["seconds_per_1000_reports"], cleaned["seconds_per_1000_reports"]) < 20.0,
     }
-    emit(result, args.output)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num_reports", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=None, help="Also write the JSON to this file.")
+    args = parser.parse_args(argv)
+    emit(run(args.num_reports, args.seed), args.output)
     return 0
 
 

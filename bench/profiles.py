@@ -153,8 +153,8 @@ def make_profile(name: str, device: torch.device | None = None) -> Profile:
     device = device or default_device()
     if name == "tiny":
         return Profile(
-            name="tiny", device=device, weight_dtype=torch.float32, autocast_dtype=None, train_batch_size=4,
-            report_tokens=32, views_per_study=2, warmup_steps=2, timed_steps=5, new_tokens=32, generate_runs=2,
+            name="tiny", device=device, weight_dtype=torch.float32, autocast_dtype=None, train_batch_size=2,
+            report_tokens=16, views_per_study=2, warmup_steps=1, timed_steps=3, new_tokens=16, generate_runs=2,
             qlora=True, alignment=AlignmentConfig(alignment="deep", llm_lora=True), activation_checkpointing=False,
             _build_base=_tiny_base,
         )

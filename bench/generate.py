@@ -1,0 +1,86 @@
+"""Generation throughput: tokens/s and reports/s at batch 1 and 16, greedy and 3-beam, with the KV cache.
+
+Every run writes exactly `new_tokens` tokens per report (`min_new_tokens = max_new_tokens`, so no early
+stop), from the prompt and images alone, with the model's own generation settings otherwise. Tokens/s
+counts the tokens of the returned reports (batch x new tokens; beams are not counted separately).
+
+Batch-1 greedy decoding is memory-bandwidth bound: each new token reads every LM weight once, so tokens/s
+<= bandwidth / LM weight bytes (DESIGN.md §7). The bound uses the read bandwidth measured in the same run.
+"""
+
+import copy
+import logging
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from .batches import make_batch
+from .flops import lm_weight_bytes_per_token
+from .hardware import synchronize
+from .profiles import Profile
+
+
+logger = logging.getLogger(__name__)
+
+SETTINGS = ((1, 1), (1, 3), (16, 1), (16, 3))  # (batch size, beams)
+
+
+def generation_config(model, new_tokens: int, num_beams: int):
+    config = copy.deepcopy(model.generation_config)
+    config.update(max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=num_beams, do_sample=False,
+                  use_cache=True)
+    return config
+
+
+def time_generation(profile: Profile, model, processor, batch_size: int, num_beams: int, new_tokens: int,
+                    runs: int) -> dict:
+    """Mean seconds of `runs` generate() calls after one short untimed call, and the throughputs."""
+    inputs = make_batch(model.config, batch_size, profile.views_per_study, None, processor, profile.device)
+    config = generation_config(model, new_tokens, num_beams)
+    with torch.no_grad(), profile.autocast():
+        model.generate(**inputs, generation_config=generation_config(model, 2, num_beams))  # warm-up
+        synchronize(profile.device)
+        start = time.perf_counter()
+        for _ in range(runs):
+            sequences = model.generate(**inputs, generation_config=config)
+        synchronize(profile.device)
+    seconds = (time.perf_counter() - start) / runs
+    written = sequences.shape[1] - inputs["input_ids"].shape[1]
+    if written != new_tokens:
+        raise RuntimeError(f"generate() wrote {written} new tokens, expected {new_tokens} (min_new_tokens ignored?).")
+    return {
+        "batch_size": batch_size,
+        "num_beams": num_beams,
+        "new_tokens": new_tokens,
+        "prompt_tokens": inputs["input_ids"].shape[1],
+        "seconds": round(seconds, 4),
+        "tokens_per_s": round(batch_size * new_tokens / seconds, 2),
+        "reports_per_s": round(batch_size / seconds, 3),
+        "ms_per_step": round(1000 * seconds / new_tokens, 3),
+    }
+
+
+def bandwidth_bound(model, read_bytes_per_s: float) -> dict:
+    weight_bytes = lm_weight_bytes_per_token(model.language_model, model.lm_head)
+    return {
+        "lm_weight_bytes_read_per_token": weight_bytes,
+        "read_bandwidth_gb_per_s": round(read_bytes_per_s / 1e9, 2),
+        "bandwidth_bound_tokens_per_s": round(read_bytes_per_s / weight_bytes, 1),
+    }
+
+
+def run(profile: Profile, hardware: dict, new_tokens: int | None = None, runs: int | None = None,
+        settings=SETTINGS) -> dict:
+    new_tokens = new_tokens or profile.new_tokens
+    runs = runs or profile.generate_runs
+    model, processor = profile.base_model()
+    results = []
+    for batch_size, beams in tqdm(settings, desc=f"generate ({profile.name})", unit="setting"):
+        results.append(time_generation(profile, model, processor, batch_size, beams, new_tokens, runs))
+    bound = bandwidth_bound(model, hardware["bandwidth"].read_bytes_per_s)
+    batch1 = next((r for r in results if r["batch_size"] == 1 and r["num_beams"] == 1), None)
+    if batch1 is not None:
+        bound["batch1_greedy_tokens_per_s"] = batch1["tokens_per_s"]
+        bound["fraction_of_bound"] = round(batch1["tokens_per_s"] / bound["bandwidth_bound_tokens_per_s"], 4)
+    return {"runs_per_setting": runs, "settings": results, "bandwidth_bound": bound}
