@@ -63,6 +63,11 @@ class GenerateArguments:
     repetition_penalty: float | None = field(default=None, metadata={"help": "Override the repetition penalty (1.0 = none)."})
     no_repeat_ngram_size: int | None = field(default=None, metadata={"help": "Forbid repeating n-grams of this size."})
     length_penalty: float | None = field(default=None, metadata={"help": "Beam-search length penalty."})
+    cache_implementation: Literal["dynamic", "static"] | None = field(
+        default=None,
+        metadata={"help": "KV cache: dynamic (default) or static (pre-allocated; on GPUs transformers then compiles the "
+                          "decoding step with torch.compile: faster after a one-off compile per batch shape)."},
+    )
     quantization: Literal["none", "8bit", "4bit"] = field(default="none", metadata={"help": "Load the LM in 8-bit or 4-bit (bitsandbytes)."})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPUs that support it, else fp32), bfloat16 or float32."})
     device: str | None = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda if available, else cpu)."})
@@ -77,7 +82,10 @@ class GenerateArguments:
     seed: int = field(default=0, metadata={"help": "Seed of the bootstrap resampling."})
 
 
-GENERATION_OVERRIDES = ("num_beams", "max_new_tokens", "min_new_tokens", "repetition_penalty", "no_repeat_ngram_size", "length_penalty")
+GENERATION_OVERRIDES = (
+    "num_beams", "max_new_tokens", "min_new_tokens", "repetition_penalty", "no_repeat_ngram_size", "length_penalty",
+    "cache_implementation",
+)
 
 
 def select_studies(args: GenerateArguments):

@@ -70,6 +70,19 @@ def test_dataset_split_is_generated_and_scored(checkpoint, synthetic_dir, tmp_pa
     assert summary["tokens_per_second"] > 0
 
 
+def test_static_cache_gives_the_same_reports(checkpoint, synthetic_dir, tmp_path):
+    """--cache_implementation static (the GPU fast path, compiled there) writes what the dynamic cache writes,
+    greedy and with beams."""
+    common = ["--model", str(checkpoint), "--dataset_dir", str(synthetic_dir), "--max_samples", "3",
+              "--max_new_tokens", "8", "--min_new_tokens", "8", "--batch_size", "3", "--score", "false"]
+    for beams in ("1", "2"):
+        outputs = {}
+        for cache in ("dynamic", "static"):
+            outputs[cache] = tmp_path / f"{cache}-{beams}.jsonl"
+            assert generate.main([*common, "--num_beams", beams, "--cache_implementation", cache, "--output", str(outputs[cache])]) == 0
+        assert lines(outputs["static"]) == lines(outputs["dynamic"]) and len(lines(outputs["static"])) == 3
+
+
 def test_images_folder_listing_and_rexrank(checkpoint, image_files, tmp_path):
     one = tmp_path / "one.jsonl"
     assert generate.main(["--model", str(checkpoint), "--images", str(image_files[0]), str(image_files[1]), "--output", str(one), *FAST]) == 0
