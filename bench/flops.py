@@ -46,8 +46,14 @@ class FlopCount:
     recompute: float = 0.0  # forward FLOPs re-run by activation checkpointing (not model FLOPs)
 
     def add(self, part: str, forward: float, input_grad: bool, weight_grad: bool = False) -> None:
+        """A matmul with a weight: backward is 1x forward per gradient computed (input, weight)."""
         self.forward[part] = self.forward.get(part, 0.0) + forward
         self.backward[part] = self.backward.get(part, 0.0) + forward * (int(input_grad) + int(weight_grad))
+
+    def add_attention(self, part: str, forward: float, grad_flows: bool) -> None:
+        """Q·Kᵀ and A·V: backward computes the gradients of both operands of each, 2x forward."""
+        self.forward[part] = self.forward.get(part, 0.0) + forward
+        self.backward[part] = self.backward.get(part, 0.0) + 2 * forward * int(grad_flows)
 
     @property
     def total(self) -> float:
@@ -100,7 +106,7 @@ def add_vision_flops(count: FlopCount, config, views: int, alignment: AlignmentC
         per_block_linear = 2 * views * (4 * padded * dim * dim + 2 * tokens * dim * int(mlp_ratio * dim))
         per_block_attention = 4 * views * padded * stage["window"] ** 2 * dim
         count.add("vision", stage["depth"] * per_block_linear, input_grad=grad_flows, weight_grad=trains)
-        count.add("vision_attention", stage["depth"] * per_block_attention, input_grad=grad_flows)
+        count.add_attention("vision_attention", stage["depth"] * per_block_attention, grad_flows)
         if alignment.alignment == "delta":  # LoRA on query and value: A (dim x r) and B (r x dim) each
             lora = 2 * views * padded * 2 * (2 * dim * alignment.vision_lora_r)
             count.add("lora", stage["depth"] * lora, input_grad=True, weight_grad=True)
@@ -146,7 +152,7 @@ def training_flops(config, shape: StepShape, alignment: AlignmentConfig, loss_lo
     lm_linear = 2 * tokens * layers * sum(i * o for i, o in shapes.values())
     lm_attention = 4 * batch * layers * text_config.num_attention_heads * seq * seq * text_config.head_dim
     count.add("lm", lm_linear, input_grad=True)
-    count.add("lm_attention", lm_attention, input_grad=True)
+    count.add_attention("lm_attention", lm_attention, grad_flows=True)
     lm_lora = 0.0
     if alignment.llm_lora:
         targets = [name for name in shapes if name in alignment.llm_lora_target_modules]

@@ -39,7 +39,7 @@ def generate_section(result: dict) -> str:
     text = _hardware_line(result) + _table(["batch", "beams", "new tokens", "tokens/s", "reports/s", "ms/step"], rows)
     text += (f"\nBandwidth bound at batch 1: {bound['bandwidth_bound_tokens_per_s']} tokens/s "
              f"({bound['lm_weight_bytes_read_per_token'] / 1e6:.1f} MB of LM weights per token at "
-             f"{bound['read_gb_per_s']} GB/s)")
+             f"{bound['read_bandwidth_gb_per_s']} GB/s)")
     if "fraction_of_bound" in bound:
         text += f"; measured {bound['batch1_greedy_tokens_per_s']} tokens/s = {100 * bound['fraction_of_bound']:.1f}% of it"
     return text + ".\n"

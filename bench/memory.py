@@ -16,8 +16,8 @@ from .train import release_memory
 logger = logging.getLogger(__name__)
 
 
-def measure(profile: Profile, quantization: str) -> dict:
-    model, _ = profile.base_model(quantization)
+def footprint(model, quantization: str) -> dict:
+    """Measured weight memory of a loaded model's language model (and of the whole model)."""
     language_model = model.language_model
     embedding = language_model.get_input_embeddings().weight
     result = {
@@ -27,6 +27,12 @@ def measure(profile: Profile, quantization: str) -> dict:
         "model_memory_gib": round(model.get_memory_footprint() / 2**30, 4),
         "lm_weight_bytes_read_per_token": lm_weight_bytes_per_token(language_model, model.lm_head),
     }
+    return result
+
+
+def measure(profile: Profile, quantization: str) -> dict:
+    model, _ = profile.base_model(quantization)
+    result = footprint(model, quantization)
     del model
     release_memory()
     return result
