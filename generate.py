@@ -74,7 +74,7 @@ class GenerateArguments:
     device_map: str | None = field(default=None, metadata={"help": "'auto' to spread the model over GPU, CPU and disk (small GPUs)."})
     offload_folder: str | None = field(default=None, metadata={"help": "Folder for weights offloaded to disk with --device_map auto."})
     score: bool = field(default=True, metadata={"help": "Score against references when they exist (NLG + clinical efficacy)."})
-    labeler: str = field(
+    labeler: Literal["rule", "chexbert", "none"] = field(
         default="rule",
         metadata={"help": "CE labeler: rule (offline CheXpert-style rules), chexbert (f1chexbert, weights from the Hub), none."},
     )

@@ -168,7 +168,7 @@ def make_profile(name: str, device: torch.device | None = None) -> Profile:
             train_batch_size=training_args.per_device_train_batch_size, report_tokens=data_args.max_report_tokens,
             views_per_study=data_args.max_views or 1, warmup_steps=1, timed_steps=2,
             new_tokens=32 if device.type == "cpu" else 100, generate_runs=1, qlora=False, alignment=alignment,
-            activation_checkpointing=training_args.gradient_checkpointing, _build_base=_demo_base,
+            activation_checkpointing=training_args.activation_checkpointing, _build_base=_demo_base,
         )
     if name == "gemma3-4b":
         if device.type != "cuda":

@@ -87,7 +87,7 @@ def time_setting(profile: Profile, setting: TrainSetting, matmul_peaks: dict[str
         alignment = setting.alignment_config(profile.alignment)
         model, processor = profile.training_model(alignment, setting.quantization)
         if setting.activation_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         config = model.config
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=1e-5)

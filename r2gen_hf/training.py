@@ -110,9 +110,11 @@ class R2GenTrainingArguments(Seq2SeqTrainingArguments):
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (R2GenGPT: 1e-4)."})
     lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "Learning-rate schedule (R2GenGPT: cosine)."})
     # The LM dominates activation memory; checkpointing trades ~30% compute for fitting on common GPUs.
-    gradient_checkpointing: bool = field(default=True, metadata={"help": "Activation checkpointing (LM and vision)."})
+    activation_checkpointing: bool | None = field(
+        default=True, metadata={"help": "Activation checkpointing (LM and vision)."}
+    )
     # Non-reentrant checkpointing gives LoRA inside frozen towers its gradients.
-    gradient_checkpointing_kwargs: dict[str, Any] | str | None = field(
+    activation_checkpointing_kwargs: dict[str, Any] | str | None = field(
         default_factory=lambda: {"use_reentrant": False}, metadata={"help": "Passed to activation checkpointing."}
     )
     # R2GenGPT chooses its checkpoint by 0.5 * BLEU-4 + 0.5 * CIDEr.
@@ -130,7 +132,7 @@ class R2GenTrainingArguments(Seq2SeqTrainingArguments):
         default=None,
         metadata={"help": "Resume from this checkpoint; alone (or 'latest'), from the latest one in output_dir.", "nargs": "?", "const": "latest"},
     )
-    ce_labeler: str | None = field(
+    ce_labeler: Literal["rule", "chexbert", "none"] | None = field(
         default="rule",
         metadata={"help": "Clinical-efficacy labeler for evaluations: rule (offline), chexbert (f1chexbert), or none."},
     )
@@ -144,7 +146,9 @@ class R2GenTrainingArguments(Seq2SeqTrainingArguments):
 
 
     def __post_init__(self):
-        if self.ce_labeler in ("none", ""):
+        if self.gradient_checkpointing is not None:  # the deprecated alias, given explicitly: it wins (with a warning)
+            self.activation_checkpointing = None
+        if self.ce_labeler == "none":
             self.ce_labeler = None
         if str(getattr(self.eval_strategy, "value", self.eval_strategy)) == "no":
             self.load_best_model_at_end = False  # nothing to choose from without evaluations
@@ -374,7 +378,7 @@ def save_final_model(
             merged_weights = merged_state_dict(model, weights)
     if not trainer.is_world_process_zero():
         return
-    generation_config = trainer.evaluation_generation_config(base)
+    generation_config = trainer.evaluation_generation_config(model)  # with --generation_config, on the peft wrapper
     generation_config.save_pretrained(output_dir)
     trainer.processing_class.save_pretrained(output_dir)
     if isinstance(model, PeftModel) and model_args is not None:

@@ -118,6 +118,19 @@ def test_trainer_computes_logits_at_report_positions_only(tmp_path, synthetic_di
     assert label_only == pytest.approx(full, rel=1e-4) and len(full) == 3
 
 
+def test_generation_config_file_is_used_and_saved(tmp_path, synthetic_dir):
+    """--generation_config (a GenerationConfig folder) sets how evaluations generate, and is what the saved
+    model generates with; --generation_max_length still applies on top (tiny.yaml: 12 new tokens)."""
+    from transformers import GenerationConfig
+
+    GenerationConfig(num_beams=2, no_repeat_ngram_size=2, max_new_tokens=40, eos_token_id=[1, 106], pad_token_id=0).save_pretrained(tmp_path / "generation")
+    flags = ["--max_steps", "1", "--eval_strategy", "no", "--save_strategy", "no", "--do_predict", "false",
+             "--generation_config", str(tmp_path / "generation"), "--generation_num_beams", "2"]
+    output = run(tmp_path, synthetic_dir, *flags)
+    saved = json.loads((output / "generation_config.json").read_text())
+    assert saved["no_repeat_ngram_size"] == 2 and saved["num_beams"] == 2 and saved["max_new_tokens"] == 12, saved
+
+
 class InterruptAt(TrainerCallback):
     def __init__(self, step):
         self.step = step
