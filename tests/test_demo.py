@@ -68,9 +68,12 @@ def test_shortened_demo_end_to_end(tmp_path):
         assert scores["num_studies"] == 3
     goals = compare_with_baseline(metrics["test"], metrics["baseline"])
     summary = (output / "summary.md").read_text()
-    # Two steps do not beat the baseline as a rule; the exit code says whether this run did.
-    assert result.returncode == (0 if goals["ce_goal_met"] and goals["bleu_4_goal_met"] else 1), result.stderr[-2000:]
+    # The pipeline worked (exit 0); whether two steps beat the baseline is reported, not assumed.
+    assert result.returncode == 0, result.stderr[-3000:]
     assert "regenerates the first test report: identical" in summary, summary
+    for goal, line in (("ce_goal_met", "- CE micro-F1 against"), ("bleu_4_goal_met", "- BLEU-4 above")):
+        reported = next(text for text in summary.splitlines() if text.startswith(line))
+        assert ("not met" in reported) != goals[goal], reported
 
     rows = [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all({"id", "prediction", "reference", "finding_labels"} <= row.keys() for row in rows)
