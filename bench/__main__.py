@@ -3,6 +3,7 @@
     python -m bench all --profile tiny                 # every benchmark
     python -m bench train --profile demo               # one: train | generate | data | metrics | memory
     python -m bench all --profile tiny --machine mybox --output_dir /tmp/results
+    python -m bench readme                             # regenerate README.md's table from bench/results/
 
 Running one benchmark updates its entry in an existing result file and leaves the others. The machine's
 matmul peaks and memory bandwidth are measured again in every run and stored with each entry.
@@ -21,7 +22,7 @@ import torch
 
 from ._report import machine_info, machine_name
 from .hardware import measure_machine
-from .markdown import to_markdown
+from .markdown import to_markdown, update_readme
 from .profiles import PROFILES, make_profile
 
 
@@ -29,11 +30,12 @@ logger = logging.getLogger("bench")
 
 BENCHMARKS = ("train", "generate", "data", "metrics", "memory")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=("all", *BENCHMARKS))
+    parser.add_argument("benchmark", choices=("all", *BENCHMARKS, "readme"))
     parser.add_argument("--profile", choices=PROFILES, default="tiny")
     parser.add_argument("--machine", default=None, help="Short machine name in file names (default: cpu<N> or the GPU model).")
     parser.add_argument("--output_dir", default=str(RESULTS_DIR))
@@ -90,6 +92,10 @@ def load_previous(path: Path, profile: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.benchmark == "readme":
+        changed = update_readme(README, Path(args.output_dir))
+        logger.info("%s %s", README, "updated" if changed else "already up to date")
+        return 0
     machine = args.machine or machine_name()
     output_dir = Path(args.output_dir)
     json_path = output_dir / f"{args.profile}-{machine}.json"

@@ -1,5 +1,7 @@
 """The markdown summary of a result file: one table per benchmark."""
 
+import json
+from pathlib import Path
 from typing import Any
 
 
@@ -81,3 +83,66 @@ def to_markdown(results: dict) -> str:
             lines.append(f"## {name} (measured {result.get('measured_at', '?')})\n")
             lines.append(section(result))
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- README summary
+
+README_START, README_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+# The rows the README always shows; a missing result file is shown as not yet measured.
+README_ROWS = (("tiny", "cpu2"), ("demo", "cpu2"), ("gemma3-4b", "h200"))
+
+
+def _own_setting(train: dict) -> dict:
+    name = train["loss_logits_only"]["setting"]
+    return next(setting for setting in train["settings"] if setting["setting"] == name)
+
+
+def _generation(generate: dict, batch_size: int, num_beams: int) -> dict | None:
+    return next((s for s in generate["settings"] if s["batch_size"] == batch_size and s["num_beams"] == num_beams), None)
+
+
+def readme_row(profile: str, machine: str, results: dict | None) -> list[Any]:
+    """One README row: training speed and MFU of the profile's own setting, the label-only-logits saving,
+    batch-1 decoding against the bandwidth bound, batch-16 beam search, and LM weight memory."""
+    if results is None:
+        return [f"`{profile}`", machine, *["not yet measured"] + [""] * 5]
+    benchmarks = results["benchmarks"]
+    cells = ["–"] * 6
+    if "train" in benchmarks:
+        own = _own_setting(benchmarks["train"])
+        comparison = benchmarks["train"]["loss_logits_only"]
+        cells[0] = f"{own['samples_per_s']} ({own['setting']})"
+        cells[1] = f"{100 * own['mfu']:.0f}%"
+        cells[2] = f"{100 * comparison['step_time_reduction']:.0f}%"
+    if "generate" in benchmarks:
+        generate = benchmarks["generate"]
+        greedy, beams = _generation(generate, 1, 1), _generation(generate, 16, 3)
+        bound = generate["bandwidth_bound"]
+        if greedy:
+            cells[3] = f"{greedy['tokens_per_s']} ({100 * greedy['tokens_per_s'] / bound['bandwidth_bound_tokens_per_s']:.0f}% of {bound['bandwidth_bound_tokens_per_s']})"
+        if beams:
+            cells[4] = str(beams["reports_per_s"])
+    if "memory" in benchmarks:
+        cells[5] = " / ".join(str(variant["lm_memory_gib"]) for variant in benchmarks["memory"]["variants"])
+    return [f"`{profile}`", machine, *cells]
+
+
+def readme_table(results_dir: Path) -> str:
+    """The performance table of README.md, from `results_dir/<profile>-<machine>.json`."""
+    rows = []
+    for profile, machine in README_ROWS:
+        path = Path(results_dir) / f"{profile}-{machine}.json"
+        rows.append(readme_row(profile, machine, json.loads(path.read_text()) if path.exists() else None))
+    headers = ["profile", "machine", "train samples/s (setting)", "MFU", "label-only logits: step time saved",
+               "batch-1 greedy tokens/s (% of bandwidth bound)", "batch-16 3-beam reports/s", "LM weights GiB (unquantized / 8-bit / 4-bit)"]
+    return _table(headers, rows)
+
+
+def update_readme(readme: Path, results_dir: Path) -> bool:
+    """Rewrites the table between the README's bench-table markers; returns whether it changed."""
+    text = Path(readme).read_text()
+    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    new = text[:start] + "\n" + readme_table(results_dir) + text[end:]
+    if new != text:
+        Path(readme).write_text(new)
+    return new != text

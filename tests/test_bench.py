@@ -151,3 +151,21 @@ def test_gpu_check_script_with_tiny_profile():
             assert variant[key] > 0, key
         assert variant["train"]["samples_per_s"] > 0 and variant["train"]["peak_memory_gib"] > 0
     assert result["memory_bandwidth"]["read_gb_per_s"] > 0
+
+
+def test_readme_performance_table_is_generated_from_the_results(tmp_path):
+    """README.md's table is `python -m bench readme`'s output for bench/results/: regenerate it after a run."""
+    from bench.__main__ import README, RESULTS_DIR
+    from bench.markdown import README_END, README_START, readme_table, update_readme
+
+    text = README.read_text()
+    block = text[text.index(README_START) + len(README_START) : text.index(README_END)]
+    assert block == "\n" + readme_table(RESULTS_DIR), "run `python -m bench readme` and commit README.md"
+
+    # A profile without results is shown as not measured; with results, its numbers appear.
+    copy = tmp_path / "README.md"
+    copy.write_text(f"before\n{README_START}\nold\n{README_END}\nafter\n")
+    results = tmp_path / "results"
+    results.mkdir()
+    assert update_readme(copy, results) and "old" not in copy.read_text()
+    assert copy.read_text().count("not yet measured") == 3 and copy.read_text().endswith(f"{README_END}\nafter\n")
