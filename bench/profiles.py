@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ("tiny", "demo", "gemma3-4b")
 QUANTIZATIONS = ("none", "8bit", "4bit")
 
-TINY_TEXT_OVERRIDES = {"hidden_size": 64, "intermediate_size": 128, "head_dim": 32, "query_pre_attn_scalar": 32}
 
 
 def default_device() -> torch.device:
@@ -47,7 +46,7 @@ class Profile:
     name: str
     device: torch.device
     weight_dtype: torch.dtype
-    autocast_dtype: torch.dtype | None  # training and generation run under torch.autocast in this dtype
+    autocast_dtype: torch.dtype | None  # training runs under torch.autocast in this dtype; generation casts the weights to it
     train_batch_size: int
     report_tokens: int
     views_per_study: int
@@ -101,9 +100,9 @@ def _load_quantized(profile: Profile, quantization: str) -> R2GenForConditionalG
 
 
 def tiny_config() -> R2GenConfig:
-    from r2gen_hf.testing import TINY_GEMMA3_TEXT, tiny_vision_config
+    from r2gen_hf.testing import TINY_QUANTIZABLE_GEMMA3_TEXT, tiny_vision_config
 
-    return R2GenConfig(vision_config=tiny_vision_config(), text_config={**TINY_GEMMA3_TEXT, **TINY_TEXT_OVERRIDES})
+    return R2GenConfig(vision_config=tiny_vision_config(), text_config=dict(TINY_QUANTIZABLE_GEMMA3_TEXT))
 
 
 def _tiny_base(profile: Profile, quantization: str) -> tuple[torch.nn.Module, Any]:

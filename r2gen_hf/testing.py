@@ -64,6 +64,17 @@ TINY_GEMMA3_TEXT = {
     "max_position_embeddings": 1024,
 }
 
+# bitsandbytes' 4-bit kernels on CPUs need in_features a multiple of 64 and out_features a multiple of 32: the
+# tiny decoder widened to hidden 64 / attention 2 x 32 / FFN 128 (same 262,144-token vocabulary), for quantized
+# tests and benchmarks.
+TINY_QUANTIZABLE_GEMMA3_TEXT = {
+    **TINY_GEMMA3_TEXT,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "head_dim": 32,
+    "query_pre_attn_scalar": 32,
+}
+
 
 def tiny_vision_config(kind: str = "swin") -> dict | TimmWrapperConfig:
     """A tiny vision config: `"swin"` (transformers), `"timm_swin"` or `"timm_convnext"` (TimmWrapper)."""

@@ -32,16 +32,9 @@ from transformers import (  # noqa: E402
 
 from r2gen_hf import R2GenConfig, R2GenForConditionalGeneration  # noqa: E402
 from r2gen_hf.adapters import apply_alignment  # noqa: E402
-from r2gen_hf.testing import TINY_GEMMA3_TEXT, TINY_SWIN, tiny_processor  # noqa: E402
+from r2gen_hf.testing import TINY_QUANTIZABLE_GEMMA3_TEXT as QUANTIZABLE_TEXT  # noqa: E402
+from r2gen_hf.testing import TINY_SWIN, tiny_processor  # noqa: E402
 
-
-QUANTIZABLE_TEXT = {
-    **TINY_GEMMA3_TEXT,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "head_dim": 32,
-    "query_pre_attn_scalar": 32,
-}
 LM_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FULL_PRECISION_PARTS = ("vision_tower", "multi_modal_projector")
 REPORTS = ["The heart is normal in size. No pleural effusion.", "Small left pleural effusion. No pneumothorax."]
