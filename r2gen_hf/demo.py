@@ -116,7 +116,10 @@ def compare_with_baseline(test: Mapping[str, Any], baseline: Mapping[str, Any]) 
     """The demo's bar: CE micro-F1 over the synthetic labels at least `CE_RATIO_GOAL` times the baseline's,
     and BLEU-4 above the baseline's."""
     ce, ce_baseline = test["ce_micro_f1_synthetic"], baseline["ce_micro_f1_synthetic"]
-    ratio = ce / ce_baseline if ce_baseline > 0 else float("inf")
+    if ce_baseline > 0:
+        ratio = ce / ce_baseline
+    else:  # a baseline with no correct finding: any correct one is infinitely better, none is no better
+        ratio = float("inf") if ce > 0 else 0.0
     return {
         "ce_micro_f1_synthetic_ratio": ratio,
         "ce_goal_met": ratio >= CE_RATIO_GOAL,

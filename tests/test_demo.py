@@ -38,6 +38,10 @@ def test_baseline_scores_against_the_synthetic_ground_truth():
     assert comparison["ce_micro_f1_synthetic_ratio"] == pytest.approx((4 / 7) / (2 / 7))
     assert comparison["ce_goal_met"] and comparison["bleu_4_goal_met"] == (better["bleu_4"] > baseline["bleu_4"])
 
+    nothing = {"ce_micro_f1_synthetic": 0.0, "bleu_4": 0.0}
+    assert not compare_with_baseline(nothing, nothing)["ce_goal_met"]
+    assert compare_with_baseline({**nothing, "ce_micro_f1_synthetic": 0.1}, nothing)["ce_goal_met"]
+
     with pytest.raises(ValueError, match="2 predictions but 3"):
         score_reports([NORMAL] * 2, references[:2], truth)
 
