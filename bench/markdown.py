@@ -105,7 +105,7 @@ def readme_row(profile: str, machine: str, results: dict | None) -> list[Any]:
     """One README row: training speed and MFU of the profile's own setting, the label-only-logits saving,
     batch-1 decoding against the bandwidth bound, batch-16 beam search, and LM weight memory."""
     if results is None:
-        return [f"`{profile}`", machine, *["not yet measured"] + [""] * 5]
+        return [f"`{profile}`", machine, "not yet measured", *[""] * 5]
     benchmarks = results["benchmarks"]
     cells = ["–"] * 6
     if "train" in benchmarks:

@@ -18,12 +18,13 @@ from typing import Any
 
 import torch
 from datasets import load_from_disk
-from transformers import SwinConfig, SwinModel, ViTImageProcessor
+from PIL import Image
+from transformers import SwinConfig, SwinModel
 
 from .checkpoints import DEMO_SWIN, load_trained_model
 from .cli_logging import configure_logging
 from .gemma3_270m import cache_root
-from .inference import StudyInput, read_results, studies_from_dataset
+from .inference import read_results
 from .metrics import (
     SYNTHETIC_OBSERVATIONS,
     ce_metrics_from_labels,
@@ -31,6 +32,7 @@ from .metrics import (
     label_reports,
     labels_from_findings,
 )
+from .testing import tiny_image_processor
 
 
 logger = logging.getLogger(__name__)
@@ -77,10 +79,7 @@ def demo_swin_path() -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".swin-demo-", dir=target.parent))
     torch.manual_seed(DEMO_SWIN_SEED)
     SwinModel(SwinConfig(**DEMO_SWIN_CONFIG)).save_pretrained(staging)
-    size = DEMO_SWIN_CONFIG["image_size"]
-    ViTImageProcessor(
-        size={"height": size, "width": size}, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]
-    ).save_pretrained(staging)
+    tiny_image_processor(DEMO_SWIN_CONFIG["image_size"]).save_pretrained(staging)  # Swin's resize + ImageNet normalisation
     os.replace(staging, target)
     return target
 
@@ -158,11 +157,12 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | o
     plt.close(figure)
 
 
-def check_reload(output_dir: str | os.PathLike, study: StudyInput, expected: str) -> tuple[bool, str]:
-    """Loads the saved model as a user would (`load_trained_model`) and regenerates `study`'s report with the
-    saved generation config; returns whether it equals `expected` (the report written during the run)."""
+def check_reload(output_dir: str | os.PathLike, views: Sequence[Image.Image], expected: str) -> tuple[bool, str]:
+    """Loads the saved model as a user would (`load_trained_model`) and regenerates the report of the study
+    with these `views` using the saved generation config; returns whether it equals `expected` (the report
+    written during the run)."""
     model, processor = load_trained_model(output_dir, dtype=torch.float32)
-    batch = processor(images=[study.images], text=None, return_tensors="pt")
+    batch = processor(images=[list(views)], text=None, return_tensors="pt")
     with torch.no_grad():
         sequences = model.generate(**batch)
     report = processor.batch_decode(sequences[:, batch["input_ids"].shape[1] :])[0]
@@ -253,8 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     comparison = compare_with_baseline(metrics["test"], metrics["baseline"])
 
     # 3. The saved model reloads and writes the same first report.
-    first = next(study for study in studies_from_dataset(args.dataset_dir, args.test_split) if study.id == rows[0]["id"])
-    reload = check_reload(output, first, rows[0]["prediction"])
+    first = split[list(split["id"]).index(rows[0]["id"])]
+    reload = check_reload(output, first["images"], rows[0]["prediction"])
 
     # 4. Files: metrics, predictions, curves, summary.
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
