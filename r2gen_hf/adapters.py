@@ -15,6 +15,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers.utils import logging
@@ -159,9 +160,24 @@ def apply_alignment(model: nn.Module, config: AlignmentConfig | None = None, **k
     lora_config = lora_config_for(model, config)
     if lora_config is not None:
         model = get_peft_model(model, lora_config)
+    upcast_trainable_parameters(model)
     counts = count_trainable_parameters(model)
     logger.info("alignment=%s llm_lora=%s: %s", config.alignment, config.llm_lora, counts)
     return model, counts
+
+
+def upcast_trainable_parameters(model: nn.Module) -> nn.Module:
+    """Keeps every trainable parameter in float32, whatever the dtype of the frozen weights.
+
+    Frozen weights may be bf16 (the default on GPUs, and `--dtype bfloat16` on CPUs: no per-step cast under
+    autocast), but AdamW updating bf16 weights loses every update smaller than the weight's last bit
+    (~0.4% of its value), so the trained parts (projector, vision tower, LoRA) hold fp32 master weights.
+    DeepSpeed keeps its own fp32 copies and casts the module itself.
+    """
+    for param in model.parameters():
+        if param.requires_grad and param.is_floating_point() and param.dtype != torch.float32:
+            param.data = param.data.float()
+    return model
 
 
 def merge_adapters(model: nn.Module) -> nn.Module:
@@ -179,4 +195,5 @@ __all__ = [
     "count_trainable_parameters",
     "lora_config_for",
     "merge_adapters",
+    "upcast_trainable_parameters",
 ]

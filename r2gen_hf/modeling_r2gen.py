@@ -143,7 +143,8 @@ class R2GenMultiModalProjector(nn.Module):
         self.layer_norm = nn.LayerNorm(text_width)
 
     def forward(self, visual_tokens: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.linear_1(visual_tokens)  # (..., L, D_text)
+        # The projector trains in fp32 beside a frozen bf16 encoder (`upcast_trainable_parameters`).
+        hidden_states = self.linear_1(visual_tokens.to(self.linear_1.weight.dtype))  # (..., L, D_text)
         if self.linear_2 is not None:
             hidden_states = self.linear_2(self.act(hidden_states))
         return self.layer_norm(hidden_states)

@@ -109,3 +109,24 @@ def test_lora_adapters_save_load_and_merge(studies, tmp_path):
     from_disk = R2GenForConditionalGeneration.from_pretrained(tmp_path / "merged").eval()
     with torch.no_grad():
         torch.testing.assert_close(from_disk(**batch).logits, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("alignment", ["shallow", "delta", "deep"])
+def test_bf16_frozen_weights_train_fp32_parts_with_and_without_autocast(alignment, studies):
+    """A bf16 model keeps its frozen weights in bf16 while every trained part holds fp32 master weights (an
+    AdamW step of 1e-5 on a bf16 weight of ~0.1 would be lost); training runs with and without autocast."""
+    model, processor = tiny_model_and_processor()
+    model = model.to(torch.bfloat16)
+    model, _ = apply_alignment(model, alignment=alignment, llm_lora=True)
+    dtypes = {name: param.dtype for name, param in model.named_parameters()}
+    assert {dtypes[name] for name in trainable_names(model)} == {torch.float32}
+    frozen = {dtype for name, dtype in dtypes.items() if name not in trainable_names(model)}
+    assert frozen == {torch.bfloat16}
+
+    batch = processor(images=studies([2, 1]), text=REPORTS)
+    projector = next(p for n, p in model.named_parameters() if "multi_modal_projector" in n and p.requires_grad)
+    before = projector.detach().clone()
+    assert torch.isfinite(torch.tensor(train_step(model, batch, lr=1e-5)))
+    assert not torch.equal(projector, before)  # a 1e-5 step survives in fp32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.isfinite(torch.tensor(train_step(model, batch)))
