@@ -118,10 +118,10 @@ def test_bf16_frozen_weights_train_fp32_parts_with_and_without_autocast(alignmen
     model, processor = tiny_model_and_processor()
     model = model.to(torch.bfloat16)
     model, _ = apply_alignment(model, alignment=alignment, llm_lora=True)
+    trained = trainable_names(model)
     dtypes = {name: param.dtype for name, param in model.named_parameters()}
-    assert {dtypes[name] for name in trainable_names(model)} == {torch.float32}
-    frozen = {dtype for name, dtype in dtypes.items() if name not in trainable_names(model)}
-    assert frozen == {torch.bfloat16}
+    assert {dtypes[name] for name in trained} == {torch.float32}
+    assert {dtype for name, dtype in dtypes.items() if name not in trained} == {torch.bfloat16}
 
     batch = processor(images=studies([2, 1]), text=REPORTS)
     projector = next(p for n, p in model.named_parameters() if "multi_modal_projector" in n and p.requires_grad)
