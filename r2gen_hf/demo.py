@@ -8,17 +8,21 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from datasets import load_from_disk
 from PIL import Image
+from tqdm.auto import tqdm
 from transformers import SwinConfig, SwinModel
 
 from .checkpoints import DEMO_SWIN, load_trained_model
@@ -51,35 +55,126 @@ SUMMARY_METRICS = {
 EVAL_CURVES = {"bleu_4": "BLEU-4", "cider": "CIDEr", "ce_micro_f1": "CE micro-F1 (14 obs.)"}
 TIMINGS = {"train_runtime": "Training time", "test_runtime": "Test-split generation and scoring time"}
 
-# A 4-stage Swin for 128 px views (the synthetic set's size): 32x32 patches of 4 px, merged three times into
-# 4x4 = 16 visual tokens of width 256 per view. Trained from scratch (alignment "deep") in the demo.
+# A 3-stage Swin for 64 px views (the processor downsizes the synthetic set's 128 px images): 16x16 patches of
+# 4 px, merged twice into 4x4 = 16 visual tokens of width 128 per view.
 DEMO_SWIN_CONFIG = {
-    "image_size": 128,
+    "image_size": 64,
     "patch_size": 4,
     "num_channels": 3,
     "embed_dim": 32,
-    "depths": [2, 2, 2, 2],
-    "num_heads": [1, 2, 4, 8],
+    "depths": [2, 2, 2],
+    "num_heads": [1, 2, 4],
     "window_size": 4,
 }
 DEMO_SWIN_SEED = 0
 
 
-def demo_swin_path() -> Path:
-    """A directory with the demo's Swin (seeded random weights) and its image processor, written once.
+@dataclass
+class FindingPretrainingConfig:
+    """The demo Swin's pretraining, the stand-in for R2GenGPT's ImageNet-pretrained Swin.
+
+    A separate synthetic set (`seed` differs from the demo's data seed 0, so no demo study is seen) and a
+    target that makes the findings dominate the visual tokens: each study's tokens (views averaged, as the
+    model's `view_combination="mean"` does) are regressed onto the layer-normalised sum of fixed random
+    per-finding codes. Measured on the demo's validation split: labels explain 81% of the projected tokens'
+    between-study variance after 400 steps, 4% for the random Swin, and the language model only learns to
+    read the images when they dominate (see README, "The offline demo").
+    """
+
+    num_studies: int = 800
+    seed: int = 12345
+    steps: int = 400
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 20
+
+
+def finding_codes(num_findings: int, num_tokens: int, width: int, seed: int) -> torch.Tensor:
+    """`(num_findings + 1, num_tokens, width)` fixed random codes, the last one present in every study."""
+    return torch.randn(num_findings + 1, num_tokens, width, generator=torch.Generator().manual_seed(seed))
+
+
+def finding_targets(labels: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """`labels` `(B, num_findings)` 0/1 -> `(B, num_tokens, width)`: LN(always-on code + the codes of the study's
+    findings)."""
+    present = torch.cat([labels, labels.new_ones(labels.shape[0], 1)], dim=1)  # (B, F + 1)
+    return F.layer_norm(torch.einsum("bf,fld->bld", present, codes), codes.shape[-1:])
+
+
+def study_tokens(swin: SwinModel, pixel_values: torch.Tensor) -> torch.Tensor:
+    """`(B, V, C, H, W)` -> `(B, L, D)`: each view encoded, then the views averaged."""
+    batch_size, num_views = pixel_values.shape[:2]
+    tokens = swin(pixel_values=pixel_values.flatten(0, 1)).last_hidden_state  # (B * V, L, D)
+    return tokens.view(batch_size, num_views, *tokens.shape[1:]).mean(dim=1)
+
+
+def pretrain_on_findings(
+    swin: SwinModel, pixel_values: torch.Tensor, labels: torch.Tensor, config: FindingPretrainingConfig
+) -> list[float]:
+    """Trains `swin` in place (AdamW, warmup then cosine, bf16 autocast) so that each study's visual tokens
+    match `finding_targets`. `pixel_values` `(N, V, C, H, W)`, `labels` `(N, num_findings)`. Returns the loss
+    of every step."""
+    with torch.no_grad():
+        num_tokens, width = study_tokens(swin, pixel_values[:1]).shape[1:]
+    codes = finding_codes(labels.shape[1], num_tokens, width, config.seed)
+    optimizer = torch.optim.AdamW(swin.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: min(1.0, (step + 1) / config.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / config.steps)),
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    swin.train()
+    losses = []
+    for _ in tqdm(range(config.steps), desc="Pretraining the demo Swin on findings", unit="step"):
+        batch = torch.randint(0, len(pixel_values), (config.batch_size,), generator=generator)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            tokens = study_tokens(swin, pixel_values[batch]).float()  # (B, L, D)
+        loss = F.mse_loss(tokens, finding_targets(labels[batch], codes))
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+def pretraining_inputs(processor, config: FindingPretrainingConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pretraining set: `(N, 2, C, H, W)` pixel values of `config.num_studies` synthetic studies and their
+    `(N, num_findings)` labels."""
+    from data_prep.synthetic import FINDINGS, generate_studies
+
+    studies = generate_studies(config.num_studies, seed=config.seed)
+    views = [image.convert("RGB") for study in studies for image in study.images]
+    pixel_values = processor(views, return_tensors="pt")["pixel_values"]  # (N * 2, C, H, W)
+    labels = torch.tensor([[name in study.finding_labels for name in FINDINGS] for study in studies], dtype=torch.float32)
+    return pixel_values.view(len(studies), -1, *pixel_values.shape[1:]), labels
+
+
+def demo_swin_path(pretraining: FindingPretrainingConfig | None = None) -> Path:
+    """A directory with the demo's Swin and its image processor, built once and cached: seeded random weights,
+    then `pretrain_on_findings` (about a minute on two CPU cores).
 
     A named source rather than an in-memory model, so that the demo goes through the same
     `from_vision_text_pretrained` path as a real checkpoint, and `r2gen_base.json` can name it.
     """
-    digest = hashlib.sha256(json.dumps([DEMO_SWIN_CONFIG, DEMO_SWIN_SEED], sort_keys=True).encode()).hexdigest()[:12]
+    pretraining = pretraining or FindingPretrainingConfig()
+    recipe = [DEMO_SWIN_CONFIG, DEMO_SWIN_SEED, asdict(pretraining)]
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     target = cache_root() / f"swin-demo-{digest}"
     if (target / "model.safetensors").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".swin-demo-", dir=target.parent))
     torch.manual_seed(DEMO_SWIN_SEED)
-    SwinModel(SwinConfig(**DEMO_SWIN_CONFIG)).save_pretrained(staging)
-    tiny_image_processor(DEMO_SWIN_CONFIG["image_size"]).save_pretrained(staging)  # Swin's resize + ImageNet normalisation
+    swin = SwinModel(SwinConfig(**DEMO_SWIN_CONFIG))
+    processor = tiny_image_processor(DEMO_SWIN_CONFIG["image_size"])  # Swin's resize + ImageNet normalisation
+    if pretraining.steps:
+        logger.info("Building the demo Swin once (cached in %s): %s", target, pretraining)
+        losses = pretrain_on_findings(swin, *pretraining_inputs(processor, pretraining), pretraining)
+        logger.info("Finding pretraining loss: %.3f -> %.3f", losses[0], losses[-1])
+    swin.eval().save_pretrained(staging)
+    processor.save_pretrained(staging)
     os.replace(staging, target)
     return target
 
@@ -185,9 +280,10 @@ def write_summary(
     lines = [
         "# r2gen-hf offline demo",
         "",
-        "A small Swin trained from scratch + projector + Gemma 3 270M with LoRA, fine-tuned on the synthetic chest "
-        "X-ray set (`data_prep.synthetic`) on this machine's CPU. Synthetic images and template reports: this shows "
-        "the pipeline working end to end, not clinical performance.",
+        "A small Swin (pretrained on a separate synthetic set to see the findings, then frozen) + projector + "
+        "Gemma 3 270M with LoRA, fine-tuned on the synthetic chest X-ray set (`data_prep.synthetic`) on this "
+        "machine's CPU. Synthetic images and template reports: this shows the pipeline working end to end, not "
+        "clinical performance.",
         "",
         f"Test split: {test['num_studies']} studies. Baseline: the most frequent training report, written for every study.",
         "",

@@ -109,6 +109,14 @@ class R2GenTrainingArguments(Seq2SeqTrainingArguments):
     # R2GenGPT: AdamW, lr 1e-4, cosine schedule.
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (R2GenGPT: 1e-4)."})
     lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "Learning-rate schedule (R2GenGPT: cosine)."})
+    # A freshly initialised projector learns faster than a pretrained encoder or LoRA may move (LLaVA's
+    # mm_projector_lr); each group follows the same schedule, scaled to its own peak.
+    projector_learning_rate: float | None = field(
+        default=None, metadata={"help": "Peak learning rate of the projector (default: --learning_rate)."}
+    )
+    vision_learning_rate: float | None = field(
+        default=None, metadata={"help": "Peak learning rate of the vision encoder's trained weights, deep or delta (default: --learning_rate)."}
+    )
     # The LM dominates activation memory; checkpointing trades ~30% compute for fitting on common GPUs.
     activation_checkpointing: bool | None = field(
         default=True, metadata={"help": "Activation checkpointing (LM and vision)."}
@@ -220,6 +228,44 @@ def score_predictions(predictions: list[str], references: list[str], labeler: st
     return metrics
 
 
+# Parameter-name fragments of the modules that may have their own learning rate (peft keeps them in names).
+MODULE_RATE_FRAGMENTS = {"projector_learning_rate": "multi_modal_projector", "vision_learning_rate": "vision_tower"}
+
+
+def module_learning_rates(args: R2GenTrainingArguments) -> dict[str, float]:
+    """`{name fragment: peak lr}` for the modules given their own learning rate."""
+    rates = {}
+    for argument, fragment in MODULE_RATE_FRAGMENTS.items():
+        rate = getattr(args, argument)
+        if rate is not None:
+            if rate < 0:
+                raise ValueError(f"--{argument} must be >= 0, got {rate}.")
+            rates[fragment] = rate
+    return rates
+
+
+def parameter_groups(
+    named_parameters: list[tuple[str, torch.nn.Parameter]],
+    decay_parameters: set[str],
+    module_rates: dict[str, float],
+    weight_decay: float,
+) -> list[dict[str, Any]]:
+    """Optimizer groups: (weight decay or not) x (each module with its own lr, everything else at the
+    optimizer's default lr). Empty groups are left out."""
+    groups: dict[tuple[str | None, bool], list[torch.nn.Parameter]] = {}
+    for name, param in named_parameters:
+        fragment = next((f for f in module_rates if f in name.split(".")), None)
+        groups.setdefault((fragment, name in decay_parameters), []).append(param)
+    result = []
+    # Default-rate groups first: the Trainer logs the first group's rate as `learning_rate`.
+    for (fragment, decays), params in sorted(groups.items(), key=lambda item: item[0][0] is not None):
+        group = {"params": params, "weight_decay": weight_decay if decays else 0.0}
+        if fragment is not None:
+            group["lr"] = module_rates[fragment]
+        result.append(group)
+    return result
+
+
 class R2GenTrainer(Seq2SeqTrainer):
     """Evaluation generates from the prompt alone with the model's `GenerationConfig`, gathers every
     process's predictions, scores each study exactly once, and writes predictions and metrics to disk."""
@@ -268,6 +314,21 @@ class R2GenTrainer(Seq2SeqTrainer):
             self._evaluation_name = None
 
     # -- training ------------------------------------------------------------------------------------
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with the projector and the vision encoder in their own parameter groups
+        when `projector_learning_rate` / `vision_learning_rate` are set."""
+        module_rates = module_learning_rates(self.args)
+        if self.optimizer is not None or not module_rates:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        decay_parameters = set(self.get_decay_parameter_names(opt_model))
+        named = [(name, param) for name, param in opt_model.named_parameters() if param.requires_grad]
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(
+            parameter_groups(named, decay_parameters, module_rates, self.args.weight_decay), **optimizer_kwargs
+        )
+        return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The Trainer's loss, with the LM head run only at report positions (`loss_logits_only`) unless a

@@ -8,8 +8,22 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import SwinConfig, SwinModel
 
-from r2gen_hf.demo import compare_with_baseline, most_frequent_report, score_reports
+from r2gen_hf.demo import (
+    DEMO_SWIN_CONFIG,
+    FindingPretrainingConfig,
+    compare_with_baseline,
+    finding_codes,
+    finding_targets,
+    most_frequent_report,
+    pretrain_on_findings,
+    pretraining_inputs,
+    score_reports,
+    study_tokens,
+)
+from r2gen_hf.testing import tiny_image_processor
 
 ROOT = Path(__file__).resolve().parents[1]
 NORMAL = "the heart is normal in size . the lungs are clear . no pleural effusion or pneumothorax ."
@@ -44,6 +58,41 @@ def test_baseline_scores_against_the_synthetic_ground_truth():
 
     with pytest.raises(ValueError, match="2 predictions but 3"):
         score_reports([NORMAL] * 2, references[:2], truth)
+
+
+def test_finding_targets_depend_on_the_findings_only():
+    codes = finding_codes(num_findings=3, num_tokens=4, width=8, seed=0)
+    labels = torch.tensor([[1.0, 0, 1], [1.0, 0, 1], [0.0, 0, 0], [0.0, 1, 0]])
+    targets = finding_targets(labels, codes)  # (4, 4, 8)
+    assert targets.shape == (4, 4, 8)
+    assert torch.equal(targets[0], targets[1]) and not torch.allclose(targets[2], targets[3])
+    assert torch.allclose(targets[2], torch.nn.functional.layer_norm(codes[-1], (8,)))  # normal: the always-on code
+    assert torch.allclose(targets.mean(-1), torch.zeros(4, 4), atol=1e-5)  # layer-normalised tokens
+
+
+def label_share(tokens: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of the tokens' between-study variance that a linear function of the labels explains."""
+    flat = tokens.flatten(1)  # (N, L * D)
+    design = torch.cat([labels, torch.ones(len(labels), 1)], dim=1)
+    residual = flat - design @ torch.linalg.lstsq(design, flat).solution
+    return float(1 - residual.var(0).sum() / flat.var(0).sum())
+
+
+def test_finding_pretraining_makes_the_findings_dominate_the_visual_tokens():
+    """A short `pretrain_on_findings` run on the demo Swin: the loss falls, and the labels explain much more of
+    the study tokens' variation than for the random Swin."""
+    config = FindingPretrainingConfig(num_studies=48, seed=7, steps=60, batch_size=16, warmup_steps=5)
+    pixel_values, labels = pretraining_inputs(tiny_image_processor(DEMO_SWIN_CONFIG["image_size"]), config)
+    assert pixel_values.shape == (48, 2, 3, 64, 64) and labels.shape == (48, 6)
+    torch.manual_seed(0)
+    swin = SwinModel(SwinConfig(**DEMO_SWIN_CONFIG))
+    with torch.no_grad():
+        before = label_share(study_tokens(swin.eval(), pixel_values), labels)
+    losses = pretrain_on_findings(swin, pixel_values, labels, config)
+    with torch.no_grad():
+        after = label_share(study_tokens(swin.eval(), pixel_values), labels)
+    assert len(losses) == 60 and sum(losses[-10:]) < 0.8 * sum(losses[:10])
+    assert after > max(0.3, 3 * before), (before, after)
 
 
 @pytest.mark.slow

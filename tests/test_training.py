@@ -217,3 +217,59 @@ def test_changed_defaults_carry_reasons():
     for name in ("predict_with_generate", "remove_unused_columns", "learning_rate", "metric_for_best_model"):
         line = source.index(f"    {name}:")
         assert source[:line].rstrip().splitlines()[-1].strip().startswith("#"), f"{name} has no reason comment"
+
+
+def test_parameter_groups_give_modules_their_own_learning_rate():
+    from r2gen_hf.training import parameter_groups
+
+    names = ["model.vision_tower.layer.weight", "model.multi_modal_projector.linear_1.weight",
+             "model.multi_modal_projector.linear_1.bias", "model.language_model.lora_A.weight"]
+    named = [(name, torch.nn.Parameter(torch.zeros(1))) for name in names]
+    decay = {names[0], names[1], names[3]}
+    groups = parameter_groups(named, decay, {"multi_modal_projector": 1e-2}, weight_decay=0.1)
+    by_param = {id(param): group for group in groups for param in group["params"]}
+    lr = [by_param[id(param)].get("lr") for _, param in named]
+    wd = [by_param[id(param)]["weight_decay"] for _, param in named]
+    assert lr == [None, 1e-2, 1e-2, None]  # None: the optimizer's default (--learning_rate)
+    assert wd == [0.1, 0.1, 0.0, 0.1]
+    assert sum(len(group["params"]) for group in groups) == 4 and all(group["params"] for group in groups)
+    assert "lr" not in groups[0]  # the Trainer logs the first group's rate as the run's learning_rate
+
+
+def test_module_learning_rates_follow_the_schedule(tmp_path, synthetic_dir):
+    """--vision_learning_rate 0 leaves the (deep-trained) Swin untouched while the projector trains at its own
+    peak rate, scaled by the same schedule as everything else."""
+
+    class Record(TrainerCallback):
+        def __init__(self):
+            self.rates = []  # per step: {"projector" | "vision" | "other": lr}
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+        def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+            names = {id(p): n for n, p in model.named_parameters()}
+            self.rates.append({
+                ("projector" if "multi_modal_projector" in names[id(g["params"][0])] else
+                 "vision" if "vision_tower" in names[id(g["params"][0])] else "other"): g["lr"]
+                for g in optimizer.param_groups
+            })
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            self.after = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    record = Record()
+    run(tmp_path, synthetic_dir, "--alignment", "deep", "--max_steps", "3", "--eval_strategy", "no",
+        "--save_strategy", "no", "--do_predict", "false", "--lr_scheduler_type", "linear",
+        "--projector_learning_rate", "0.03", "--vision_learning_rate", "0", callbacks=[record])
+    vision = [n for n in record.before if "vision_tower" in n]
+    projector = [n for n in record.before if "multi_modal_projector" in n]
+    assert vision and projector
+    assert all(torch.equal(record.before[n], record.after[n]) for n in vision)
+    assert any(not torch.equal(record.before[n], record.after[n]) for n in projector)
+    # Each step, with a linear decay, every rate is its own peak times the same factor.
+    first, second = record.rates[:2]
+    assert first["vision"] == second["vision"] == 0.0
+    assert first["projector"] / first["other"] == pytest.approx(0.03 / 0.003)
+    decay = second["other"] / first["other"]
+    assert decay < 1 and second["projector"] / first["projector"] == pytest.approx(decay)
