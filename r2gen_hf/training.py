@@ -92,6 +92,10 @@ class DataArguments:
     test_split: str = field(default="test", metadata={"help": "Split evaluated at the end with --do_predict."})
 
 
+# Parameter-name fragments of the modules that may have their own learning rate (peft keeps them in names).
+MODULE_RATE_FRAGMENTS = {"projector_learning_rate": "multi_modal_projector", "vision_learning_rate": "vision_tower"}
+
+
 @dataclass
 class R2GenTrainingArguments(Seq2SeqTrainingArguments):
     """`Seq2SeqTrainingArguments` with defaults for report generation; each changed default says why."""
@@ -158,6 +162,10 @@ class R2GenTrainingArguments(Seq2SeqTrainingArguments):
             self.activation_checkpointing = None
         if self.ce_labeler == "none":
             self.ce_labeler = None
+        for argument in MODULE_RATE_FRAGMENTS:
+            rate = getattr(self, argument)
+            if rate is not None and rate < 0:
+                raise ValueError(f"--{argument} must be >= 0 (0 freezes the module), got {rate}.")
         if str(getattr(self.eval_strategy, "value", self.eval_strategy)) == "no":
             self.load_best_model_at_end = False  # nothing to choose from without evaluations
         super().__post_init__()
@@ -228,18 +236,12 @@ def score_predictions(predictions: list[str], references: list[str], labeler: st
     return metrics
 
 
-# Parameter-name fragments of the modules that may have their own learning rate (peft keeps them in names).
-MODULE_RATE_FRAGMENTS = {"projector_learning_rate": "multi_modal_projector", "vision_learning_rate": "vision_tower"}
-
-
 def module_learning_rates(args: R2GenTrainingArguments) -> dict[str, float]:
     """`{name fragment: peak lr}` for the modules given their own learning rate."""
     rates = {}
     for argument, fragment in MODULE_RATE_FRAGMENTS.items():
         rate = getattr(args, argument)
         if rate is not None:
-            if rate < 0:
-                raise ValueError(f"--{argument} must be >= 0, got {rate}.")
             rates[fragment] = rate
     return rates
 

@@ -273,3 +273,8 @@ def test_module_learning_rates_follow_the_schedule(tmp_path, synthetic_dir):
     assert first["projector"] / first["other"] == pytest.approx(0.03 / 0.003)
     decay = second["other"] / first["other"]
     assert decay < 1 and second["projector"] / first["projector"] == pytest.approx(decay)
+
+
+def test_negative_module_learning_rate_is_rejected_at_parse_time():
+    with pytest.raises(ValueError, match="--projector_learning_rate must be >= 0.*got -0.1"):
+        R2GenTrainingArguments(output_dir="unused", projector_learning_rate=-0.1)
