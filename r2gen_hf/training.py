@@ -246,26 +246,25 @@ def module_learning_rates(args: R2GenTrainingArguments) -> dict[str, float]:
     return rates
 
 
-def parameter_groups(
-    named_parameters: list[tuple[str, torch.nn.Parameter]],
-    decay_parameters: set[str],
-    module_rates: dict[str, float],
-    weight_decay: float,
+def split_groups_by_module(
+    param_groups: list[dict[str, Any]], named_parameters: list[tuple[str, torch.nn.Parameter]], module_rates: dict[str, float]
 ) -> list[dict[str, Any]]:
-    """Optimizer groups: (weight decay or not) x (each module with its own lr, everything else at the
-    optimizer's default lr). Empty groups are left out."""
-    groups: dict[tuple[str | None, bool], list[torch.nn.Parameter]] = {}
-    for name, param in named_parameters:
-        fragment = next((f for f in module_rates if f in name.split(".")), None)
-        groups.setdefault((fragment, name in decay_parameters), []).append(param)
-    result = []
-    # Default-rate groups first: the Trainer logs the first group's rate as `learning_rate`.
-    for (fragment, decays), params in sorted(groups.items(), key=lambda item: item[0][0] is not None):
-        group = {"params": params, "weight_decay": weight_decay if decays else 0.0}
-        if fragment is not None:
-            group["lr"] = module_rates[fragment]
-        result.append(group)
-    return result
+    """Splits each optimizer group by module: parameters of a module in `module_rates` (a name fragment, e.g.
+    `multi_modal_projector`) move to a copy of their group (weight decay, betas, ... kept) at that module's
+    peak lr. Default-rate groups come first, in their order: the Trainer logs the first group's rate as the
+    run's `learning_rate`. Empty groups are left out."""
+    fragment_of = {id(param): next((f for f in module_rates if f in name.split(".")), None) for name, param in named_parameters}
+    default_groups, module_groups = [], []
+    for group in param_groups:
+        by_fragment: dict[str | None, list[torch.nn.Parameter]] = {}
+        for param in group["params"]:
+            by_fragment.setdefault(fragment_of.get(id(param)), []).append(param)
+        for fragment, params in by_fragment.items():
+            if fragment is None:
+                default_groups.append({**group, "params": params})
+            else:
+                module_groups.append({**group, "params": params, "lr": module_rates[fragment]})
+    return default_groups + module_groups
 
 
 class R2GenTrainer(Seq2SeqTrainer):
@@ -318,19 +317,25 @@ class R2GenTrainer(Seq2SeqTrainer):
     # -- training ------------------------------------------------------------------------------------
 
     def create_optimizer(self, model=None):
-        """The Trainer's optimizer, with the projector and the vision encoder in their own parameter groups
-        when `projector_learning_rate` / `vision_learning_rate` are set."""
+        """The Trainer's optimizer (its class, kwargs and decay groups), with the projector and the vision encoder
+        split into groups of their own when `projector_learning_rate` / `vision_learning_rate` are set. The split
+        happens before any step, while the optimizer holds no state, and before the scheduler reads the rates."""
+        already_built = self.optimizer is not None
+        optimizer = super().create_optimizer(model)
         module_rates = module_learning_rates(self.args)
-        if self.optimizer is not None or not module_rates:
-            return super().create_optimizer(model)
+        if already_built or not module_rates:
+            return optimizer
         opt_model = self.model if model is None else model
-        decay_parameters = set(self.get_decay_parameter_names(opt_model))
         named = [(name, param) for name, param in opt_model.named_parameters() if param.requires_grad]
-        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
-        self.optimizer = optimizer_cls(
-            parameter_groups(named, decay_parameters, module_rates, self.args.weight_decay), **optimizer_kwargs
-        )
-        return self.optimizer
+        grouped = {id(param) for group in self.optimizer.param_groups for param in group["params"]}
+        if not any(id(param) in grouped for _, param in named):
+            # Layer-wise optimizers (GaLore/APOLLO "layerwise", LOMO) hold dummy groups, one optimizer per parameter.
+            raise ValueError(
+                f"--projector_learning_rate/--vision_learning_rate need an optimizer with parameter groups; "
+                f"--optim {getattr(self.args.optim, 'value', self.args.optim)} has none. Leave them unset with this optimizer."
+            )
+        self.optimizer.param_groups = split_groups_by_module(self.optimizer.param_groups, named, module_rates)
+        return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The Trainer's loss, with the LM head run only at report positions (`loss_logits_only`) unless a

@@ -219,21 +219,26 @@ def test_changed_defaults_carry_reasons():
         assert source[:line].rstrip().splitlines()[-1].strip().startswith("#"), f"{name} has no reason comment"
 
 
-def test_parameter_groups_give_modules_their_own_learning_rate():
-    from r2gen_hf.training import parameter_groups
+def test_optimizer_groups_are_split_by_module_keeping_their_settings():
+    from r2gen_hf.training import split_groups_by_module
 
     names = ["model.vision_tower.layer.weight", "model.multi_modal_projector.linear_1.weight",
              "model.multi_modal_projector.linear_1.bias", "model.language_model.lora_A.weight"]
     named = [(name, torch.nn.Parameter(torch.zeros(1))) for name in names]
-    decay = {names[0], names[1], names[3]}
-    groups = parameter_groups(named, decay, {"multi_modal_projector": 1e-2}, weight_decay=0.1)
+    params = [param for _, param in named]
+    # The Trainer's grouping: decay / no decay, each with the optimizer's defaults filled in.
+    optimizer = torch.optim.AdamW(
+        [{"params": [params[0], params[1], params[3]], "weight_decay": 0.1}, {"params": [params[2]], "weight_decay": 0.0}],
+        lr=1e-3, betas=(0.8, 0.9),
+    )
+    groups = split_groups_by_module(optimizer.param_groups, named, {"multi_modal_projector": 1e-2})
     by_param = {id(param): group for group in groups for param in group["params"]}
-    lr = [by_param[id(param)].get("lr") for _, param in named]
-    wd = [by_param[id(param)]["weight_decay"] for _, param in named]
-    assert lr == [None, 1e-2, 1e-2, None]  # None: the optimizer's default (--learning_rate)
-    assert wd == [0.1, 0.1, 0.0, 0.1]
-    assert sum(len(group["params"]) for group in groups) == 4 and all(group["params"] for group in groups)
-    assert "lr" not in groups[0]  # the Trainer logs the first group's rate as the run's learning_rate
+    assert [by_param[id(param)]["lr"] for param in params] == [1e-3, 1e-2, 1e-2, 1e-3]
+    assert [by_param[id(param)]["weight_decay"] for param in params] == [0.1, 0.1, 0.0, 0.1]
+    assert all(group["betas"] == (0.8, 0.9) for group in groups)  # the group's other settings travel with it
+    assert sorted(len(group["params"]) for group in groups) == [1, 1, 2] and len(by_param) == 4
+    assert groups[0]["lr"] == 1e-3  # the Trainer logs the first group's rate as the run's learning_rate
+    assert optimizer.param_groups[0]["params"] == [params[0], params[1], params[3]]  # the input is not mutated
 
 
 def test_module_learning_rates_follow_the_schedule(tmp_path, synthetic_dir):
@@ -273,6 +278,25 @@ def test_module_learning_rates_follow_the_schedule(tmp_path, synthetic_dir):
     assert first["projector"] / first["other"] == pytest.approx(0.03 / 0.003)
     decay = second["other"] / first["other"]
     assert decay < 1 and second["projector"] / first["projector"] == pytest.approx(decay)
+
+
+def test_module_learning_rates_with_a_layerwise_optimizer_are_refused(monkeypatch):
+    """Layer-wise optimizers (GaLore "layerwise", LOMO) hand the Trainer a dummy optimizer whose groups hold none of
+    the model's parameters: the module rates cannot apply, which must be said, not silently ignored."""
+    from transformers import Seq2SeqTrainer
+
+    from r2gen_hf.training import R2GenTrainer
+
+    def dummy_layerwise_optimizer(self, model=None):
+        self.optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        return self.optimizer
+
+    monkeypatch.setattr(Seq2SeqTrainer, "create_optimizer", dummy_layerwise_optimizer)
+    trainer = object.__new__(R2GenTrainer)  # only what create_optimizer reads
+    trainer.args = R2GenTrainingArguments(output_dir="unused", projector_learning_rate=1e-2)
+    trainer.model, trainer.optimizer = torch.nn.Linear(2, 2), None
+    with pytest.raises(ValueError, match="need an optimizer with parameter groups; --optim adamw_torch"):
+        trainer.create_optimizer()
 
 
 def test_negative_module_learning_rate_is_rejected_at_parse_time():
