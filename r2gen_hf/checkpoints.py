@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -62,9 +63,10 @@ def compose_model(
 ) -> tuple[R2GenForConditionalGeneration, R2GenProcessor]:
     """The model and processor from their sources: a saved R2Gen model (`model_name_or_path`, or
     `r2gen_hf:tiny`), or a vision checkpoint + a Gemma 3 checkpoint with a new projector."""
-    if model_name_or_path == TINY_MODEL:
-        return _tiny_model_and_processor(**config_options)
     dtype = resolve_dtype(dtype)
+    if model_name_or_path == TINY_MODEL:
+        model, processor = _tiny_model_and_processor(**config_options)
+        return model.to(dtype), processor
     if model_name_or_path is not None:
         model = R2GenForConditionalGeneration.from_pretrained(model_name_or_path, dtype=dtype, quantization_config=quantization_config)
         return model, R2GenProcessor.from_pretrained(model_name_or_path)
@@ -111,15 +113,29 @@ def write_base_record(
     lm_model: str | None,
     model_name_or_path: str | None,
     config: Any,
+    dtype: torch.dtype | str | None = None,
 ) -> None:
-    """Records how to rebuild the frozen base of an adapter checkpoint."""
+    """Records how to rebuild the frozen base of an adapter checkpoint, and the dtype it was trained in (so
+    that the run's own numerics can be reproduced: `load_trained_model(path, dtype=record["dtype"], merge=False)`)."""
     record = {
         "vision_model": vision_model,
         "lm_model": lm_model,
         "model_name_or_path": model_name_or_path,
         "config_options": {name: getattr(config, name) for name in CONFIG_OPTIONS},
     }
+    if dtype is not None:
+        record["dtype"] = str(dtype).removeprefix("torch.")
     Path(output_dir, BASE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def keep_trained_modules_in_float32(model: torch.nn.Module, modules_to_save: Sequence[str] | None) -> None:
+    """Casts the modules an adapter checkpoint saves whole (the projector, a deep-trained encoder) to float32
+    before the adapter loads into them, as they were trained (`upcast_trainable_parameters`): peft copies
+    the base module, so in a bf16 base their saved float32 weights would otherwise be rounded to bf16.
+    (peft already keeps LoRA weights in float32.)"""
+    for name, module in model.named_modules():
+        if name and name.split(".")[-1] in (modules_to_save or ()):
+            module.float()
 
 
 def _optional_file(path_or_repo: str, filename: str, **hub_kwargs) -> str | None:
@@ -197,6 +213,7 @@ def load_trained_model(
             model_name_or_path=record.get("model_name_or_path"), dtype=dtype,
             quantization_config=quantization_config, **record.get("config_options", {}),
         )
+        keep_trained_modules_in_float32(base, json.loads(Path(adapter_config).read_text()).get("modules_to_save"))
         model = PeftModel.from_pretrained(base, path_or_repo, **hub_kwargs)
         processor = R2GenProcessor.from_pretrained(path_or_repo, **hub_kwargs)
         if _optional_file(path_or_repo, GENERATION_CONFIG_NAME, **hub_kwargs) is not None:

@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import SwinConfig, SwinModel
 
-from .checkpoints import DEMO_SWIN, load_trained_model
+from .checkpoints import BASE_RECORD, DEMO_SWIN, load_trained_model
 from .cli_logging import configure_logging
 from .gemma3_270m import cache_root
 from .inference import read_results
@@ -255,8 +255,15 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | o
 def check_reload(output_dir: str | os.PathLike, views: Sequence[Image.Image], expected: str) -> tuple[bool, str]:
     """Loads the saved model as a user would (`load_trained_model`) and regenerates the report of the study
     with these `views` using the saved generation config; returns whether it equals `expected` (the report
-    written during the run)."""
-    model, processor = load_trained_model(output_dir, dtype=torch.float32)
+    written during the run).
+
+    The model is reloaded as the run generated its reports: the base in the dtype it was trained in
+    (recorded in `r2gen_base.json`), the adapters unmerged. Merging LoRA into bf16 weights, or computing in
+    float32 instead, moves the logits by more than bf16 rounding and may flip a greedy choice: a different
+    report would then say nothing about what was saved."""
+    record = json.loads(Path(output_dir, BASE_RECORD).read_text())
+    dtype = getattr(torch, record.get("dtype", "float32"))
+    model, processor = load_trained_model(output_dir, dtype=dtype, merge=False)
     batch = processor(images=[list(views)], text=None, return_tensors="pt")
     with torch.no_grad():
         sequences = model.generate(**batch)

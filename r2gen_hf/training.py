@@ -450,7 +450,10 @@ def save_final_model(
     generation_config.save_pretrained(output_dir)
     trainer.processing_class.save_pretrained(output_dir)
     if isinstance(model, PeftModel) and model_args is not None:
-        write_base_record(output_dir, model_args.vision_model, model_args.lm_model, model_args.model_name_or_path, base.config)
+        write_base_record(
+            output_dir, model_args.vision_model, model_args.lm_model, model_args.model_name_or_path, base.config,
+            dtype=resolve_dtype(model_args.dtype),
+        )
     if merge and isinstance(model, PeftModel):
         merged_dir = Path(output_dir) / "merged"
         if merged_weights is not None:

@@ -198,6 +198,26 @@ def test_adapter_and_merged_checkpoints_give_the_same_reports(tmp_path, image_fi
     assert [row["report"] for row in lines(tmp_path / "base.jsonl")] != reports[0]  # the adapters were applied
 
 
+def test_adapter_checkpoint_reloads_in_its_training_dtype_with_float32_trained_parts(tmp_path):
+    """A bf16 run keeps its trained parts in float32 (`upcast_trainable_parameters`); reloaded in bf16, the
+    projector must come back with exactly the saved float32 weights, not rounded to bf16 by peft's copy."""
+    model, processor = tiny_model_and_processor()
+    model, _ = apply_alignment(model, alignment="shallow", llm_lora=True)
+    saved = {n: p.detach().clone() for n, p in model.named_parameters() if "modules_to_save" in n}
+    assert saved and all(p.dtype == torch.float32 for p in saved.values())
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    write_base_record(tmp_path, None, None, TINY_MODEL, model.base_model.model.config, dtype=torch.bfloat16)
+    assert json.loads((tmp_path / "r2gen_base.json").read_text())["dtype"] == "bfloat16"
+
+    loaded, _ = load_trained_model(tmp_path, dtype=torch.bfloat16, merge=False)
+    reloaded = dict(loaded.named_parameters())
+    for name, weight in saved.items():
+        assert reloaded[name].dtype == torch.float32 and torch.equal(reloaded[name], weight), name
+    assert loaded.get_input_embeddings().weight.dtype == torch.bfloat16  # the frozen base as trained
+    assert any(p.dtype == torch.float32 for n, p in loaded.named_parameters() if "lora_" in n)
+
+
 def test_repo_id_loads_offline_from_the_hub_cache(checkpoint, tmp_path, monkeypatch):
     cache = tmp_path / "hub"
     snapshot = cache / "models--someone--r2gen-tiny" / "snapshots" / ("0" * 40)
