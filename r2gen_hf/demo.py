@@ -21,12 +21,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from datasets import load_from_disk
-from PIL import Image
 from tqdm.auto import tqdm
 from transformers import SwinConfig, SwinModel
 
-from .checkpoints import BASE_RECORD, DEMO_SWIN, load_trained_model
+from .checkpoints import BASE_RECORD, load_trained_model
 from .cli_logging import configure_logging
+from .data import R2GenDataCollator
 from .gemma3_270m import cache_root
 from .inference import read_results
 from .metrics import (
@@ -252,23 +252,25 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | o
     plt.close(figure)
 
 
-def check_reload(output_dir: str | os.PathLike, views: Sequence[Image.Image], expected: str) -> tuple[bool, str]:
-    """Loads the saved model as a user would (`load_trained_model`) and regenerates the report of the study
-    with these `views` using the saved generation config; returns whether it equals `expected` (the report
-    written during the run).
+def check_reload(
+    output_dir: str | os.PathLike, studies: Sequence[Mapping[str, Any]], expected: Sequence[str]
+) -> list[tuple[str, str]]:
+    """Loads the saved model as a user would (`load_trained_model`), regenerates the reports of `studies` in one
+    batch with the saved generation config, and returns the `(written during the run, regenerated)` pairs that
+    differ: none when the saved model reproduces the run.
 
-    The model is reloaded as the run generated its reports: the base in the dtype it was trained in
-    (recorded in `r2gen_base.json`), the adapters unmerged. Merging LoRA into bf16 weights, or computing in
-    float32 instead, moves the logits by more than bf16 rounding and may flip a greedy choice: a different
-    report would then say nothing about what was saved."""
+    Pass the run's first evaluation batch (the same studies, the same batch size): the model is reloaded as the
+    run generated, the base in the dtype it was trained in (recorded in `r2gen_base.json`) with the adapters
+    unmerged. In bf16 a different batch size, merged LoRA or float32 compute moves the logits by more than
+    rounding and can flip a greedy choice (measured: 1 in 16 reports differed at batch size 1, 6 in 16 in
+    float32), which would say nothing about what was saved."""
     record = json.loads(Path(output_dir, BASE_RECORD).read_text())
-    dtype = getattr(torch, record.get("dtype", "float32"))
-    model, processor = load_trained_model(output_dir, dtype=dtype, merge=False)
-    batch = processor(images=[list(views)], text=None, return_tensors="pt")
+    model, processor = load_trained_model(output_dir, dtype=getattr(torch, record.get("dtype", "float32")), merge=False)
+    batch = R2GenDataCollator(processor, include_reports=False)(list(studies))
     with torch.no_grad():
         sequences = model.generate(**batch)
-    report = processor.batch_decode(sequences[:, batch["input_ids"].shape[1] :])[0]
-    return report == expected, report
+    reports = processor.batch_decode(sequences[:, batch["input_ids"].shape[1] :])  # (B,) new tokens only
+    return [(old, new) for old, new in zip(expected, reports) if old != new]
 
 
 def write_summary(
@@ -277,7 +279,8 @@ def write_summary(
     comparison: Mapping[str, Any],
     rows: Sequence[Mapping[str, Any]],
     baseline_report: str,
-    reload: tuple[bool, str],
+    reload_differences: Sequence[tuple[str, str]],
+    reloaded: int,
     timings: Mapping[str, float],
     num_examples: int = 4,
 ) -> None:
@@ -305,8 +308,10 @@ def write_summary(
         + ("met" if comparison["ce_goal_met"] else "**not met**"),
         "- BLEU-4 above the baseline's: " + ("met" if comparison["bleu_4_goal_met"] else "**not met**"),
         f"- CE labels come from `{test['labeler']}` (rule-based, offline), not CheXbert.",
-        "- Reloaded from disk with `load_trained_model`, the model regenerates the first test report: "
-        + ("identical" if reload[0] else f"**different**: {reload[1]!r}"),
+        f"- Reloaded from disk with `load_trained_model`, the model regenerates the first {reloaded} test reports "
+        "(the run's first batch): "
+        + (f"**{len(reload_differences)} different**, e.g. {reload_differences[0][1]!r} instead of {reload_differences[0][0]!r}"
+           if reload_differences else "identical"),
     ]
     lines += [f"- {label}: {timings[key]:.0f} s" for key, label in TIMINGS.items() if key in timings]
     lines += ["", f"Baseline report: *{baseline_report}*", "", "## Generated reports", ""]
@@ -323,16 +328,24 @@ def write_summary(
     Path(path).write_text("\n".join(lines))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Scores the demo run against the baseline and writes its report.")
     parser.add_argument("output_dir", help="finetune.py's output_dir for configs/demo.yaml (e.g. outputs/demo).")
     parser.add_argument("--dataset_dir", required=True, help="The synthetic set the run was trained on.")
     parser.add_argument("--test_split", default="test")
     parser.add_argument(
+        "--eval_batch_size", type=int, default=16,
+        help="The run's per_device_eval_batch_size (configs/demo.yaml): its first test batch is regenerated as batched.",
+    )
+    parser.add_argument(
         "--require_goals", action="store_true",
         help=f"Exit non-zero unless CE micro-F1 (synthetic labels) is at least {CE_RATIO_GOAL}x the baseline's and BLEU-4 beats it.",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     configure_logging(logging.INFO, show_time=False)
     output = Path(args.output_dir)
     predictions_file = output / args.test_split / "predictions.jsonl"
@@ -355,9 +368,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     comparison = compare_with_baseline(metrics["test"], metrics["baseline"])
 
-    # 3. The saved model reloads and writes the same first report.
-    first = split[list(split["id"]).index(rows[0]["id"])]
-    reload = check_reload(output, first["images"], rows[0]["prediction"])
+    # 3. The saved model reloads and rewrites the run's first batch of test reports.
+    first_batch = rows[: args.eval_batch_size]
+    positions = {study_id: position for position, study_id in enumerate(split["id"])}
+    studies = [split[positions[row["id"]]] for row in first_batch]
+    reload_differences = check_reload(output, studies, [row["prediction"] for row in first_batch])
 
     # 4. Files: metrics, predictions, curves, summary.
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -369,7 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("train_results.json", "test_results.json"):
         if (output / name).exists():
             timings.update(json.loads((output / name).read_text()))
-    write_summary(output / "summary.md", metrics, comparison, rows, baseline_report, reload, timings)
+    write_summary(
+        output / "summary.md", metrics, comparison, rows, baseline_report, reload_differences, len(first_batch), timings
+    )
 
     goals_met = comparison["ce_goal_met"] and comparison["bleu_4_goal_met"]
     logger.log(
@@ -379,8 +396,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         comparison["ce_micro_f1_synthetic_ratio"], CE_RATIO_GOAL, metrics["test"]["bleu_4"], metrics["baseline"]["bleu_4"],
         "met" if goals_met else "NOT met", output / "summary.md",
     )
-    if not reload[0]:
-        logger.error("The reloaded model wrote a different first report: %r instead of %r.", reload[1], rows[0]["prediction"])
+    if reload_differences:
+        logger.error(
+            "The reloaded model wrote %d of the first %d test reports differently, e.g. %r instead of %r.",
+            len(reload_differences), len(first_batch), reload_differences[0][1], reload_differences[0][0],
+        )
         return 1
     return 1 if args.require_goals and not goals_met else 0
 

@@ -95,6 +95,17 @@ def test_finding_pretraining_makes_the_findings_dominate_the_visual_tokens():
     assert after > max(0.3, 2 * before), (before, after)  # measured: 0.15 -> 0.59
 
 
+def test_reload_check_batches_as_the_demo_run_does():
+    """The reload check regenerates the run's first test batch; its batch size must be the YAML's."""
+    import yaml
+
+    from r2gen_hf import demo
+
+    config = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    defaults = {action.dest: action.default for action in demo.build_parser()._actions}
+    assert defaults["eval_batch_size"] == config["per_device_eval_batch_size"]
+
+
 @pytest.mark.slow
 def test_shortened_demo_end_to_end(tmp_path):
     """The Makefile's demo steps, shortened (few studies, 2 steps, short reports), on the real Gemma 3 270M."""
@@ -103,7 +114,8 @@ def test_shortened_demo_end_to_end(tmp_path):
     steps = [
         ["-m", "data_prep.synthetic", "--output", str(data), "--num_studies", "30", "--seed", "1", "--image_size", "64"],
         ["finetune.py", "configs/demo.yaml", "--dataset_dir", str(data), "--output_dir", str(output),
-         "--max_steps", "2", "--max_eval_samples", "3", "--generation_max_length", "12", "--logging_steps", "1"],
+         "--max_steps", "2", "--max_eval_samples", "3", "--generation_max_length", "12", "--generation_min_new_tokens", "0",
+         "--logging_steps", "1"],
     ]
     for step in steps:
         subprocess.run([sys.executable, *step], cwd=ROOT, env=env, check=True, timeout=900)
@@ -123,7 +135,7 @@ def test_shortened_demo_end_to_end(tmp_path):
     summary = (output / "summary.md").read_text()
     # The pipeline worked (exit 0); whether two steps beat the baseline is reported, not assumed.
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "regenerates the first test report: identical" in summary, summary
+    assert "regenerates the first 3 test reports (the run's first batch): identical" in summary, summary
     for goal, line in (("ce_goal_met", "- CE micro-F1 against"), ("bleu_4_goal_met", "- BLEU-4 above")):
         reported = next(text for text in summary.splitlines() if text.startswith(line))
         assert ("not met" in reported) != goals[goal], reported
