@@ -11,8 +11,8 @@ safetensors; nothing needs `trust_remote_code`.
 import json
 import logging
 import os
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch

@@ -262,8 +262,8 @@ def check_reload(
     Pass the run's first evaluation batch (the same studies, the same batch size): the model is reloaded as the
     run generated, the base in the dtype it was trained in (recorded in `r2gen_base.json`) with the adapters
     unmerged. In bf16 a different batch size, merged LoRA or float32 compute moves the logits by more than
-    rounding and can flip a greedy choice (measured: 1 in 16 reports differed at batch size 1, 6 in 16 in
-    float32), which would say nothing about what was saved."""
+    rounding and can flip a greedy choice (measured on a bf16 run: the first report differed at batch size 1,
+    6 of 16 with float32 compute and merged LoRA), which would say nothing about what was saved."""
     record = json.loads(Path(output_dir, BASE_RECORD).read_text())
     model, processor = load_trained_model(output_dir, dtype=getattr(torch, record.get("dtype", "float32")), merge=False)
     batch = R2GenDataCollator(processor, include_reports=False)(list(studies))
