@@ -265,7 +265,7 @@ def check_reload(
     rounding and can flip a greedy choice (measured on a bf16 run: the first report differed at batch size 1,
     6 of 16 with float32 compute and merged LoRA), which would say nothing about what was saved."""
     record = json.loads(Path(output_dir, BASE_RECORD).read_text())
-    model, processor = load_trained_model(output_dir, dtype=getattr(torch, record.get("dtype", "float32")), merge=False)
+    model, processor = load_trained_model(output_dir, dtype=record.get("dtype", "float32"), merge=False)
     batch = R2GenDataCollator(processor, include_reports=False)(list(studies))
     with torch.no_grad():
         sequences = model.generate(**batch)
