@@ -1,5 +1,5 @@
 """A synthetic chest X-ray set for the demo and the tests: seeded, procedurally drawn grayscale PA (frontal)
-and lateral views with visible findings, R2Gen-style reports written from varied sentence templates, and
+and lateral views with visible findings, R2Gen-style reports written from sentence templates, and
 per-study ground-truth labels.
 
     python -m data_prep.synthetic --output data/synthetic --num_studies 200 --seed 0
@@ -24,6 +24,11 @@ also varies in patient size, position, rotation, exposure, contrast and noise, s
 read from the pixels rather than from a fixed layout. Severity, side and location of each finding (drawn
 once per study, `StudySpec`) are shared by both views and by the report ("small left pleural effusion",
 "nodule in the right upper lobe").
+
+Reports are written the way radiologists write them (`write_report`): in a reading order (heart, lungs,
+pleura, bones; neighbouring sentences sometimes swapped), each statement in its usual phrasing about two
+times in three and in rarer variants otherwise. So normal reports recur, as in IU-Xray, and the most
+frequent training report is a true mode (the demo's baseline) rather than the first of all-unique ones.
 
 The set is written like every other source, with `data_prep.common.write_prepared_dataset` (IU-Xray style:
 two views, PA then LATERAL); the images exist only in memory, so `image_paths` is empty.
@@ -66,6 +71,9 @@ FINDING_PROBABILITIES: dict[str, float] = {
 }
 SPLIT_FRACTIONS: dict[str, float] = {"train": 0.7, "validation": 0.1, "test": 0.2}
 VIEWS: tuple[str, str] = ("PA", "LATERAL")
+# Reports follow a reading order (heart, lungs, pleura, bones); each neighbouring pair of sentences is swapped
+# with this probability.
+SENTENCE_SWAP_PROBABILITY = 0.15
 DEFAULT_SYNTHETIC_IMAGE_SIZE = 128
 LATERALITY = (
     "left/right are the patient's: in the PA (frontal) view the patient's left is on the image's right; "
@@ -534,7 +542,20 @@ _LOBES = {
 
 
 def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
-    return options[int(rng.integers(len(options)))]
+    """One of `options`, the earlier ones likelier (weights 1, 1/4, 1/9, ...: the first about two times in
+    three): like a radiologist's habits, each statement has a usual phrasing and rarer variants."""
+    weights = 1.0 / np.arange(1, len(options) + 1) ** 2
+    return options[int(rng.choice(len(options), p=weights / weights.sum()))]
+
+
+def _reading_order(rng: np.random.Generator, count: int) -> list[int]:
+    """The sentences' order: as written (heart, lungs, pleura, bones), each neighbouring pair swapped with
+    probability `SENTENCE_SWAP_PROBABILITY` in one pass."""
+    order = list(range(count))
+    for i in range(count - 1):
+        if rng.random() < SENTENCE_SWAP_PROBABILITY:
+            order[i], order[i + 1] = order[i + 1], order[i]
+    return order
 
 
 def _fill(template: str, **words: str) -> str:
@@ -549,10 +570,12 @@ def _effusion_size(amount: float) -> str:
 
 def write_report(findings: StudySpec | Sequence[str], rng: np.random.Generator) -> str:
     """An R2Gen-style findings text consistent with the labels: one sentence per finding (several
-    phrasings each; side, size and location taken from the `StudySpec`), negations of absent ones ("No
-    pleural effusion.", "No right pleural effusion." beside a left one), "The lungs are clear." only when
-    there is no lung or pleural finding, sometimes a normal bony or tracheal sentence; in random order.
-    Sentence case with periods (cleaned later with `clean_report`). A present finding is never negated."""
+    phrasings each, the usual one likeliest; side, size and location taken from the `StudySpec`), negations
+    of absent ones ("No pleural effusion.", "No right pleural effusion." beside a left one), "The lungs are
+    clear." only when there is no lung or pleural finding, sometimes a normal bony or tracheal sentence; in
+    a radiologist's reading order (heart, lungs, pleura, bones) with neighbours sometimes swapped, so that
+    normal reports recur as they do in IU-Xray. Sentence case with periods (cleaned later with
+    `clean_report`). A present finding is never negated."""
     spec = _as_spec(findings, rng)
     sentences = []
     if "cardiomegaly" in spec.labels:
@@ -560,6 +583,23 @@ def write_report(findings: StudySpec | Sequence[str], rng: np.random.Generator) 
         sentences.append(_fill(_pick(rng, _CARDIOMEGALY), adjective=adjective, adverb=adjective + "ly"))
     else:
         sentences.append(_pick(rng, _NORMAL_HEART))
+
+    if spec.consolidation is not None:
+        where = _pick(rng, _LOBES[(spec.consolidation.side, spec.consolidation.zone)])
+        sentences.append(_fill(_pick(rng, _CONSOLIDATION), where=where))
+    if spec.nodule is not None:
+        lesion = spec.nodule
+        cm = max(1, round(lesion.radius * 2 * 35))  # the image is ~35 cm across
+        kind = "mass" if cm >= 3 else "nodule"
+        where = _pick(rng, _LOBES[(lesion.side, lesion.zone)])
+        sentences.append(_fill(_pick(rng, _NODULE), cm=str(cm), kind=kind, where=where))
+    if spec.nodule is None and spec.consolidation is None and not spec.effusion and not spec.pneumothorax_side and rng.random() < 0.7:
+        sentences.append(_pick(rng, _CLEAR_LUNGS))
+    else:
+        if spec.consolidation is None and rng.random() < 0.8:
+            sentences.append(_pick(rng, _NO_CONSOLIDATION))
+        if spec.nodule is None and rng.random() < 0.6:
+            sentences.append(_pick(rng, _NO_NODULE))
 
     sides = sorted(spec.effusion)
     if len(sides) == 2:
@@ -579,26 +619,9 @@ def write_report(findings: StudySpec | Sequence[str], rng: np.random.Generator) 
     else:
         sentences.append(_pick(rng, _NO_PNEUMOTHORAX))
 
-    if spec.nodule is not None:
-        lesion = spec.nodule
-        cm = max(1, round(lesion.radius * 2 * 35))  # the image is ~35 cm across
-        kind = "mass" if cm >= 3 else "nodule"
-        where = _pick(rng, _LOBES[(lesion.side, lesion.zone)])
-        sentences.append(_fill(_pick(rng, _NODULE), cm=str(cm), kind=kind, where=where))
-    if spec.consolidation is not None:
-        where = _pick(rng, _LOBES[(spec.consolidation.side, spec.consolidation.zone)])
-        sentences.append(_fill(_pick(rng, _CONSOLIDATION), where=where))
-    if spec.nodule is None and spec.consolidation is None and not spec.effusion and not spec.pneumothorax_side and rng.random() < 0.7:
-        sentences.append(_pick(rng, _CLEAR_LUNGS))
-    else:
-        if spec.nodule is None and rng.random() < 0.6:
-            sentences.append(_pick(rng, _NO_NODULE))
-        if spec.consolidation is None and rng.random() < 0.8:
-            sentences.append(_pick(rng, _NO_CONSOLIDATION))
     if rng.random() < 0.5:
         sentences.append(_pick(rng, _EXTRA))
-    order = rng.permutation(len(sentences))
-    return " ".join(sentences[i] for i in order)
+    return " ".join(sentences[i] for i in _reading_order(rng, len(sentences)))
 
 
 # -------------------------------------------------------------------------------------------- studies

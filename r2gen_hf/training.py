@@ -154,6 +154,12 @@ class R2GenTrainingArguments(Seq2SeqTrainingArguments):
         default=None,
         metadata={"help": "Minimum report length in tokens for evaluations and the saved generation config (default: the checkpoint's)."},
     )
+    # The penalty divides the logit of every token already in the sequence, prompt included: templated reports
+    # repeat "no" and "." by design, and a penalty can push a model off its usual negations.
+    generation_repetition_penalty: float | None = field(
+        default=None,
+        metadata={"help": "Repetition penalty (1.0 = none) for evaluations and the saved generation config (default: the checkpoint's, 1.1)."},
+    )
     merge_adapters: bool = field(default=False, metadata={"help": "Also save a merged copy (adapters folded in) under output_dir/merged."})
     stop_on_nonfinite_loss: bool = field(default=True, metadata={"help": "Stop with a clear message when the loss becomes NaN/inf."})
     loss_logits_only: bool = field(
@@ -174,6 +180,10 @@ class R2GenTrainingArguments(Seq2SeqTrainingArguments):
             raise ValueError(
                 f"--generation_min_new_tokens must be between 0 and --generation_max_length ({self.generation_max_length}), "
                 f"got {self.generation_min_new_tokens}."
+            )
+        if self.generation_repetition_penalty is not None and not self.generation_repetition_penalty > 0:
+            raise ValueError(
+                f"--generation_repetition_penalty must be positive (1.0 = no penalty), got {self.generation_repetition_penalty}."
             )
         for argument in MODULE_RATE_FRAGMENTS:
             rate = getattr(self, argument)
@@ -393,7 +403,7 @@ class R2GenTrainer(Seq2SeqTrainer):
 
     def evaluation_generation_config(self, model) -> GenerationConfig:
         """The checkpoint's `GenerationConfig`, with `--generation_num_beams` / `--generation_max_length`
-        (as max new tokens) / `--generation_min_new_tokens` applied when given."""
+        (as max new tokens) / `--generation_min_new_tokens` / `--generation_repetition_penalty` applied when given."""
         config = copy.deepcopy(model.generation_config)
         if self.args.generation_num_beams is not None:
             config.num_beams = self.args.generation_num_beams
@@ -401,6 +411,8 @@ class R2GenTrainer(Seq2SeqTrainer):
             config.max_new_tokens = self.args.generation_max_length
         if self.args.generation_min_new_tokens is not None:
             config.min_new_tokens = self.args.generation_min_new_tokens
+        if self.args.generation_repetition_penalty is not None:
+            config.repetition_penalty = self.args.generation_repetition_penalty
         return config
 
     def compute_report_metrics(self, prediction: EvalPrediction) -> dict[str, float]:

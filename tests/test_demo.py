@@ -114,7 +114,7 @@ def test_shortened_demo_end_to_end(tmp_path):
     steps = [
         ["-m", "data_prep.synthetic", "--output", str(data), "--num_studies", "30", "--seed", "1", "--image_size", "64"],
         ["finetune.py", "configs/demo.yaml", "--dataset_dir", str(data), "--output_dir", str(output),
-         "--max_steps", "2", "--max_eval_samples", "3", "--generation_max_length", "12", "--generation_min_new_tokens", "0",
+         "--max_steps", "2", "--max_eval_samples", "3", "--generation_max_length", "12",
          "--logging_steps", "1"],
     ]
     for step in steps:

@@ -126,17 +126,24 @@ def test_generation_config_file_is_used_and_saved(tmp_path, synthetic_dir):
     GenerationConfig(num_beams=2, no_repeat_ngram_size=2, max_new_tokens=40, eos_token_id=[1, 106], pad_token_id=0).save_pretrained(tmp_path / "generation")
     flags = ["--max_steps", "1", "--eval_strategy", "no", "--save_strategy", "no", "--do_predict", "false",
              "--generation_config", str(tmp_path / "generation"), "--generation_num_beams", "2",
-             "--generation_min_new_tokens", "5"]
+             "--generation_min_new_tokens", "5", "--generation_repetition_penalty", "1.3"]
     output = run(tmp_path, synthetic_dir, *flags)
     saved = json.loads((output / "generation_config.json").read_text())
     assert saved["no_repeat_ngram_size"] == 2 and saved["num_beams"] == 2 and saved["max_new_tokens"] == 12, saved
     assert saved["min_new_tokens"] == 5
+    assert saved["repetition_penalty"] == 1.3
 
 
 @pytest.mark.parametrize("minimum", [-1, 13])
 def test_generation_min_new_tokens_outside_the_length_limit_is_rejected(minimum):
     with pytest.raises(ValueError, match=f"--generation_min_new_tokens must be between 0 and --generation_max_length \\(12\\), got {minimum}"):
         R2GenTrainingArguments(output_dir="unused", generation_max_length=12, generation_min_new_tokens=minimum)
+
+
+@pytest.mark.parametrize("penalty", [0.0, -1.0])
+def test_nonpositive_generation_repetition_penalty_is_rejected(penalty):
+    with pytest.raises(ValueError, match=f"--generation_repetition_penalty must be positive \\(1.0 = no penalty\\), got {penalty}"):
+        R2GenTrainingArguments(output_dir="unused", generation_repetition_penalty=penalty)
 
 
 class InterruptAt(TrainerCallback):
