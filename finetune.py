@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> int:
         data_collator=R2GenDataCollator(processor, max_report_tokens=data_args.max_report_tokens, max_views=data_args.max_views),
         eval_data_collator=EvaluationCollator(processor, max_views=data_args.max_views),
         callbacks=callbacks,
+        model_args=model_args,
     )
 
     # 5. Train (resuming if asked), then save the final model, processor and generation config.
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> int:
         trainer.log_metrics("train", result.metrics)
         trainer.save_metrics("train", result.metrics)
         trainer.save_state()
-        save_final_model(trainer, training_args.output_dir, merge=training_args.merge_adapters, model_args=model_args)
+        save_final_model(trainer, training_args.output_dir, merge=training_args.merge_adapters)
 
     # 6. Evaluate on the validation split and, with --do_predict, on the test split.
     if training_args.do_eval:

@@ -294,9 +294,10 @@ class R2GenTrainer(Seq2SeqTrainer):
     """Evaluation generates from the prompt alone with the model's `GenerationConfig`, gathers every
     process's predictions, scores each study exactly once, and writes predictions and metrics to disk."""
 
-    def __init__(self, *args, eval_data_collator: EvaluationCollator, **kwargs):
+    def __init__(self, *args, eval_data_collator: EvaluationCollator, model_args: ModelArguments | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_data_collator = eval_data_collator
+        self.model_args = model_args  # the model's sources, recorded with every adapter checkpoint
         self._evaluated_split: Dataset | None = None
         self._evaluation_name: str | None = None
         if self.compute_metrics is None:
@@ -440,6 +441,25 @@ class R2GenTrainer(Seq2SeqTrainer):
         # The labeler's name is in metrics.json; the Trainer's logs take numbers only.
         return {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
 
+    # -- saving --------------------------------------------------------------------------------------
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """As the Trainer's (weights, processor), plus what makes every checkpoint, not only the final model,
+        load by itself with `load_trained_model` / generate.py and generate as the evaluations did: the
+        evaluation generation config and, for adapters, `r2gen_base.json` naming the base (from `model_args`)."""
+        super()._save(output_dir, state_dict=state_dict)
+        if not self.args.should_save:
+            return
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        model = self.accelerator.unwrap_model(self.model)
+        self.evaluation_generation_config(model).save_pretrained(output_dir)
+        if isinstance(model, PeftModel) and self.model_args is not None:
+            sources = self.model_args
+            write_base_record(
+                output_dir, sources.vision_model, sources.lm_model, sources.model_name_or_path,
+                model.base_model.model.config, dtype=resolve_dtype(sources.dtype),
+            )
+
     def _write_evaluation(self, ids, predictions, references, metrics) -> None:
         directory = Path(self.args.output_dir) / (self._evaluation_name or f"eval-step-{self.state.global_step}")
         directory.mkdir(parents=True, exist_ok=True)
@@ -449,14 +469,11 @@ class R2GenTrainer(Seq2SeqTrainer):
         (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 
-def save_final_model(
-    trainer: R2GenTrainer, output_dir: str | os.PathLike, merge: bool, model_args: ModelArguments | None = None
-) -> None:
-    """Saves the model (peft adapters as adapters, with `r2gen_base.json` naming the base's sources so that
-    the directory loads by itself), processor and generation config; with `merge`, also a merged full model
-    under `output_dir/merged` that `from_pretrained` loads without peft. The generation config saved is the
-    one evaluations use (`--generation_num_beams` / `--generation_max_length` applied), so that generate.py
-    writes the reports that were scored.
+def save_final_model(trainer: R2GenTrainer, output_dir: str | os.PathLike, merge: bool) -> None:
+    """Saves the model as every checkpoint is saved (`R2GenTrainer._save`: peft adapters as adapters, with
+    `r2gen_base.json` naming the base's sources so that the directory loads by itself, processor, and the
+    generation config evaluations use, so that generate.py writes the reports that were scored); with
+    `merge`, also a merged full model under `output_dir/merged` that `from_pretrained` loads without peft.
 
     Every process must call this: under DeepSpeed ZeRO-3 each one holds a shard of every weight, and gathering
     them takes all processes. The trainer's model is left as it was, since evaluation may follow."""
@@ -473,15 +490,8 @@ def save_final_model(
             merged_weights = merged_state_dict(model, weights)
     if not trainer.is_world_process_zero():
         return
-    generation_config = trainer.evaluation_generation_config(model)  # with --generation_config, on the peft wrapper
-    generation_config.save_pretrained(output_dir)
-    trainer.processing_class.save_pretrained(output_dir)
-    if isinstance(model, PeftModel) and model_args is not None:
-        write_base_record(
-            output_dir, model_args.vision_model, model_args.lm_model, model_args.model_name_or_path, base.config,
-            dtype=resolve_dtype(model_args.dtype),
-        )
     if merge and isinstance(model, PeftModel):
+        generation_config = trainer.evaluation_generation_config(model)  # with --generation_config, on the peft wrapper
         merged_dir = Path(output_dir) / "merged"
         if merged_weights is not None:
             base.save_pretrained(merged_dir, state_dict=merged_weights)

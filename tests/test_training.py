@@ -13,6 +13,8 @@ from transformers import TrainerCallback
 
 import finetune
 from r2gen_hf import R2GenForConditionalGeneration
+from r2gen_hf.checkpoints import load_trained_model
+from r2gen_hf.data import R2GenDataCollator
 from r2gen_hf.training import R2GenTrainingArguments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +77,19 @@ def test_training_lowers_the_loss_and_writes_evaluations(tmp_path, synthetic_dir
         assert generation["num_beams"] == 1 and generation["max_new_tokens"] == 12, generation
     merged = R2GenForConditionalGeneration.from_pretrained(output / "merged")
     assert not any("lora_" in name for name, _ in merged.named_parameters())
+
+    # Every checkpoint, not only the final model, loads by itself and writes the reports its evaluation scored.
+    checkpoint = output / "checkpoint-4"
+    assert json.loads((checkpoint / "r2gen_base.json").read_text())["model_name_or_path"] == "r2gen_hf:tiny"
+    model, processor = load_trained_model(checkpoint)
+    assert model.generation_config.num_beams == 1 and model.generation_config.max_new_tokens == 12
+    first_batch = [validation[index] for index in range(4)]  # tiny.yaml: per_device_eval_batch_size 4
+    batch = R2GenDataCollator(processor, include_reports=False, max_views=2)(first_batch)
+    with torch.no_grad():
+        sequences = model.generate(**batch)
+    regenerated = processor.batch_decode(sequences[:, batch["input_ids"].shape[1] :])
+    scored = {json.loads(line)["id"]: json.loads(line)["prediction"] for line in (output / "eval-step-4" / "predictions.jsonl").open()}
+    assert regenerated == [scored[row["id"]] for row in first_batch]
 
 
 def test_evaluation_generates_from_the_prompt_alone(tmp_path, synthetic_dir, monkeypatch):
