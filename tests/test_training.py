@@ -88,8 +88,9 @@ def test_training_lowers_the_loss_and_writes_evaluations(tmp_path, synthetic_dir
     with torch.no_grad():
         sequences = model.generate(**batch)
     regenerated = processor.batch_decode(sequences[:, batch["input_ids"].shape[1] :])
-    scored = {json.loads(line)["id"]: json.loads(line)["prediction"] for line in (output / "eval-step-4" / "predictions.jsonl").open()}
-    assert regenerated == [scored[row["id"]] for row in first_batch]
+    rows = [json.loads(line) for line in (output / "eval-step-4" / "predictions.jsonl").read_text().splitlines()]
+    scored = {row["id"]: row["prediction"] for row in rows}
+    assert regenerated == [scored[study["id"]] for study in first_batch]
 
 
 def test_evaluation_generates_from_the_prompt_alone(tmp_path, synthetic_dir, monkeypatch):
