@@ -32,6 +32,7 @@ from .loading import (
     warn_if_float16,
     with_unquantized_vision,
 )
+from .loss_utils import is_plain_linear, linear_cross_entropy
 
 
 logger = logging.get_logger(__name__)
@@ -462,11 +463,16 @@ class R2GenForConditionalGeneration(R2GenPreTrainedModel, GenerationMixin):
         self, hidden_states: torch.Tensor, labels: torch.LongTensor, num_items_in_batch: torch.Tensor | int | None = None
     ) -> torch.Tensor:
         """The causal-LM loss of `self.loss_function` (next-token cross-entropy in float32, mean over the
-        supervised tokens or sum / `num_items_in_batch`), with the LM head run only where a label is read."""
+        supervised tokens or sum / `num_items_in_batch`), with the LM head run only where a label is read, and
+        fused with the loss (`loss_utils.linear_cross_entropy`) when the head is a plain linear layer."""
         next_labels = nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]  # (B, T): the token each position predicts
         supervised = next_labels != -100  # (B, T)
-        logits = self.compute_logits(hidden_states[supervised])  # (N, V), N = supervised positions in the batch
-        return fixed_cross_entropy(logits.float(), next_labels[supervised], num_items_in_batch, ignore_index=-100)
+        hidden_states, targets = hidden_states[supervised], next_labels[supervised]  # (N, H), (N,)
+        if is_plain_linear(self.lm_head):
+            softcap = self.config.text_config.final_logit_softcapping
+            return linear_cross_entropy(hidden_states, self.lm_head, targets, softcap, num_items_in_batch)
+        logits = self.compute_logits(hidden_states)  # (N, V)
+        return fixed_cross_entropy(logits.float(), targets, num_items_in_batch, ignore_index=-100)
 
     def forward(
         self,

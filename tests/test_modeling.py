@@ -4,7 +4,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, LogitsProcessor, LogitsProcessorList
 
-from r2gen_hf import R2GenConfig, R2GenForConditionalGeneration, R2GenModel
+from r2gen_hf import R2GenConfig, R2GenForConditionalGeneration, R2GenModel, modeling_r2gen
+from r2gen_hf.loss_utils import linear_cross_entropy
 from r2gen_hf.testing import tiny_config, tiny_model_and_processor
 
 END_OF_TURN, EOS, PAD, IMAGE = 106, 1, 0, 262_144
@@ -52,12 +53,23 @@ def test_loss_is_cross_entropy_on_report_tokens_only(tiny, studies):
     assert int(supervised.sum()) == n_report
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused_head", "hooked_head"])
 @pytest.mark.parametrize("num_items_in_batch", [None, 40])
-def test_loss_logits_only_gives_the_full_logits_loss_and_gradients(num_items_in_batch, studies):
+def test_loss_logits_only_gives_the_full_logits_loss_and_gradients(num_items_in_batch, fused, studies, monkeypatch):
     """The LM head at report positions only: the same loss and the same gradients as full-sequence logits,
-    with the Trainer's gradient-accumulation normaliser (num_items_in_batch) and without."""
+    with the Trainer's gradient-accumulation normaliser (num_items_in_batch) and without; with the head fused
+    into the loss (a plain linear head) and through the head module (one with a forward hook)."""
     model, processor = tiny_model_and_processor(seed=1)
-    model.config.text_config.final_logit_softcapping = 30.0  # Gemma 3 270M's; checks the soft-cap is kept
+    model.config.text_config.final_logit_softcapping = 30.0  # Gemma 2's; checks the soft-cap is kept
+    head_calls, fused_calls = [], []
+    if fused:
+        def spy(hidden_states, *args, **kwargs):
+            fused_calls.append(hidden_states.shape)
+            return linear_cross_entropy(hidden_states, *args, **kwargs)
+
+        monkeypatch.setattr(modeling_r2gen, "linear_cross_entropy", spy)
+    else:
+        model.lm_head.register_forward_hook(lambda module, args, output: head_calls.append(args[0].shape))
     batch = processor(images=studies([2, 1]), text=REPORTS)
     extra = {} if num_items_in_batch is None else {"num_items_in_batch": torch.tensor(num_items_in_batch)}
 
@@ -70,11 +82,16 @@ def test_loss_logits_only_gives_the_full_logits_loss_and_gradients(num_items_in_
         grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
         assert (out.logits is None) == loss_logits_only
     torch.testing.assert_close(losses[1], losses[0])
+    supervised = int((batch["labels"][:, 1:] != -100).sum())
+    width = model.config.text_config.hidden_size
+    if fused:  # the full-logits pass runs the head module, the loss_logits_only pass the fused loss
+        assert fused_calls == [(supervised, width)]
+    else:
+        assert head_calls == [(*batch["input_ids"].shape, width), (supervised, width)]
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)
     if num_items_in_batch is not None:  # the normaliser is really used: sum / 40, not the mean
-        supervised = int((batch["labels"][:, 1:] != -100).sum())
         assert supervised != num_items_in_batch
         mean = model(**batch, loss_logits_only=True).loss
         torch.testing.assert_close(losses[1], mean.detach() * supervised / num_items_in_batch)
