@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup_steps", type=int, default=None, help="Override the profile's untimed training steps.")
     parser.add_argument("--timed_steps", type=int, default=None, help="Override the profile's timed training steps.")
     parser.add_argument("--new_tokens", type=int, default=None, help="Override the profile's generated tokens per report.")
+    parser.add_argument("--compile_lm_head", action=argparse.BooleanOptionalAction, default=None,
+                        help="`generate`: also time batch-1 greedy with the LM head compiled (default: on a CPU).")
     parser.add_argument("--num_reports", type=int, default=1000, help="Reports scored by `metrics`.")
     parser.add_argument("--num_images", type=int, default=32, help="Images loaded by `data`.")
     return parser.parse_args(argv)
@@ -72,7 +74,7 @@ def run_benchmark(name: str, args: argparse.Namespace, hardware_cache: dict) -> 
     elif name == "generate":
         from . import generate
 
-        result = generate.run(profile, hardware, new_tokens=args.new_tokens)
+        result = generate.run(profile, hardware, new_tokens=args.new_tokens, compile_head=args.compile_lm_head)
     elif name == "memory":
         from . import memory
 

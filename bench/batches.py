@@ -44,10 +44,11 @@ def make_batch(
     processor=None,
     device: torch.device | str = "cpu",
     seed: int = 0,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, torch.Tensor]:
-    """`input_ids`, `attention_mask`, `pixel_values` `(B, views, 3, S, S)`, `view_mask` and, with
+    """`input_ids`, `attention_mask`, `pixel_values` `(B, views, 3, S, S)` in `dtype`, `view_mask` and, with
     `report_tokens`, `labels` (-100 on the prompt, the report ids on the report) — a training batch;
-    without, the prompt alone — a generation batch."""
+    without, the prompt alone — a generation batch (pixels in the model's dtype for inference)."""
     generator = torch.Generator().manual_seed(seed)
     prompt = prompt_ids(config, views, processor, generator)
     rows, labels = [], []
@@ -59,7 +60,7 @@ def make_batch(
     batch = {
         "input_ids": torch.tensor(rows, dtype=torch.long),  # (B, T)
         "attention_mask": torch.ones(batch_size, len(rows[0]), dtype=torch.long),  # (B, T)
-        "pixel_values": torch.randn(batch_size, views, 3, size, size, generator=generator),  # (B, V, 3, S, S)
+        "pixel_values": torch.randn(batch_size, views, 3, size, size, generator=generator).to(dtype),  # (B, V, 3, S, S)
         "view_mask": torch.ones(batch_size, views, dtype=torch.bool),  # (B, V)
     }
     if report_tokens:

@@ -24,26 +24,37 @@ def _hardware_line(result: dict) -> str:
 def train_section(result: dict) -> str:
     rows = [[s["setting"], s["samples_per_s"], s["tokens_per_s"], s["step_seconds"], f"{s['model_flops_per_step']:.3e}",
              s["achieved_tflops"], s["mfu"], s["peak_memory_gib"], s["peak_memory_delta_gib"]] for s in result["settings"]]
-    comparison = result["loss_logits_only"]
+    comparison, mfu = result["loss_logits_only"], result.get("mfu_goal")
     text = _hardware_line(result) + _table(
         ["setting", "samples/s", "tokens/s", "step s", "model FLOPs/step", "TFLOP/s", "MFU", "peak GiB", "Δ GiB"], rows)
     text += (f"\n`loss_logits_only` on {comparison['setting']}: step {comparison['step_seconds_loss_logits_only']} s vs "
              f"{comparison['step_seconds_full_logits']} s with full logits — ratio {comparison['step_time_ratio']}, "
              f"{100 * comparison['step_time_reduction']:.1f}% lower (goal ≥ {100 * comparison['goal_reduction']:.0f}%: "
              f"{'met' if comparison['meets_goal'] else 'not met'}).\n")
+    if mfu:
+        text += (f"\nMFU of {mfu['setting']}: {100 * mfu['mfu']:.1f}% (goal ≥ {100 * mfu['goal']:.0f}%: "
+                 f"{'met' if mfu['meets_goal'] else 'not met'}).\n")
     return text
 
 
 def generate_section(result: dict) -> str:
-    rows = [[s["batch_size"], s["num_beams"], s["new_tokens"], s["tokens_per_s"], s["reports_per_s"], s["ms_per_step"]]
-            for s in result["settings"]]
+    rows = [[s["batch_size"], s["num_beams"], "compiled" if s.get("compiled_lm_head") else "eager", s["new_tokens"],
+             s["tokens_per_s"], s["reports_per_s"], s["ms_per_step"]] for s in result["settings"]]
     bound = result["bandwidth_bound"]
-    text = _hardware_line(result) + _table(["batch", "beams", "new tokens", "tokens/s", "reports/s", "ms/step"], rows)
+    text = _hardware_line(result) + _table(
+        ["batch", "beams", "LM head", "new tokens", "tokens/s", "reports/s", "ms/step"], rows)
     text += (f"\nBandwidth bound at batch 1: {bound['bandwidth_bound_tokens_per_s']} tokens/s "
              f"({bound['lm_weight_bytes_read_per_token'] / 1e6:.1f} MB of LM weights per token at "
              f"{bound['read_bandwidth_gb_per_s']} GB/s)")
-    if "fraction_of_bound" in bound:
-        text += f"; measured {bound['batch1_greedy_tokens_per_s']} tokens/s = {100 * bound['fraction_of_bound']:.1f}% of it"
+    measured = [f"{bound[f'batch1_greedy_tokens_per_s_{key}']} tokens/s = {100 * bound[f'fraction_of_bound_{key}']:.1f}% "
+                f"of it with the {'compiled' if key == 'compiled_head' else 'eager'} LM head"
+                for key in ("eager", "compiled_head") if f"fraction_of_bound_{key}" in bound]
+    if measured:
+        text += "; measured " + ", ".join(measured)
+    if "lm_head_compile_seconds" in bound:
+        text += f" (compiled in {bound['lm_head_compile_seconds']} s)"
+    if bound.get("goal_fraction") is not None:
+        text += f". Goal ≥ {100 * bound['goal_fraction']:.0f}%: {'met' if bound['meets_goal'] else 'not met'}"
     return text + ".\n"
 
 
@@ -97,8 +108,9 @@ def _own_setting(train: dict) -> dict:
     return next(setting for setting in train["settings"] if setting["setting"] == name)
 
 
-def _generation(generate: dict, batch_size: int, num_beams: int) -> dict | None:
-    return next((s for s in generate["settings"] if s["batch_size"] == batch_size and s["num_beams"] == num_beams), None)
+def _generation(generate: dict, batch_size: int, num_beams: int, compiled_lm_head: bool = False) -> dict | None:
+    return next((s for s in generate["settings"] if s["batch_size"] == batch_size and s["num_beams"] == num_beams
+                 and s.get("compiled_lm_head", False) == compiled_lm_head), None)
 
 
 def readme_row(profile: str, machine: str, results: dict | None) -> list[Any]:
@@ -118,8 +130,10 @@ def readme_row(profile: str, machine: str, results: dict | None) -> list[Any]:
         generate = benchmarks["generate"]
         greedy, beams = _generation(generate, 1, 1), _generation(generate, 16, 3)
         bound = generate["bandwidth_bound"]
-        if greedy:
-            cells[3] = f"{greedy['tokens_per_s']} ({100 * greedy['tokens_per_s'] / bound['bandwidth_bound_tokens_per_s']:.0f}% of {bound['bandwidth_bound_tokens_per_s']})"
+        runs = [(label, run) for label, run in (("", greedy), ("compiled head ", _generation(generate, 1, 1, True))) if run]
+        if runs:
+            cells[3] = "; ".join(f"{label}{run['tokens_per_s']} ({100 * run['tokens_per_s'] / bound['bandwidth_bound_tokens_per_s']:.0f}%)"
+                                 for label, run in runs) + f" of {bound['bandwidth_bound_tokens_per_s']}"
         if beams:
             cells[4] = str(beams["reports_per_s"])
     if "memory" in benchmarks:

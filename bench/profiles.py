@@ -166,7 +166,7 @@ def make_profile(name: str, device: torch.device | None = None) -> Profile:
             name="demo", device=device, weight_dtype=resolve_dtype(model_args.dtype, device),
             autocast_dtype=torch.bfloat16 if training_args.bf16 else None,
             train_batch_size=training_args.per_device_train_batch_size, report_tokens=data_args.max_report_tokens,
-            views_per_study=data_args.max_views or 1, warmup_steps=1, timed_steps=2,
+            views_per_study=data_args.max_views or 1, warmup_steps=2, timed_steps=5,
             new_tokens=32 if device.type == "cpu" else 100, generate_runs=1, qlora=False, alignment=alignment,
             activation_checkpointing=training_args.activation_checkpointing, _build_base=_demo_base,
         )

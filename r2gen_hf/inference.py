@@ -272,6 +272,39 @@ def generate_reports(
     return summary
 
 
+def compile_lm_head(model: torch.nn.Module) -> None:
+    """Compiles the LM head's forward for decoding on a CPU (inference only).
+
+    At batch 1 a decoding step reads every LM weight once, and with Gemma 3's 262,144 x hidden output matrix
+    the head is most of them; eager PyTorch runs that bf16 matrix-vector product at ~15 GB/s on a CPU that
+    reads memory at ~33 GB/s. Inductor's max-autotune picks a micro-GEMM that gets close to the read
+    bandwidth, but only with `freezing` (the weight folded into the compiled code as a constant), which is
+    why this is for inference alone: with gradients enabled the head runs eagerly, so training never sees a
+    stale weight. Measured on the demo LM (Gemma 3 270M, bf16, 2 cores, batch 1 greedy): 42 ms per token vs
+    52-63 ms eager, the same tokens, after a ~4 s compile per batch shape. GPUs do not need it (cuBLAS runs
+    this product near bandwidth); there, a static cache compiles the whole decoding step.
+    """
+    import torch._inductor.config as inductor_config
+
+    head = model.get_output_embeddings()
+    device = head.weight.device
+    if device.type != "cpu":
+        raise ValueError(
+            f"compile_lm_head is for CPU decoding; the LM head is on {device}. On a GPU use a static KV cache "
+            "(--cache_implementation static), with which transformers compiles the whole decoding step."
+        )
+    eager = head.forward
+    compiled = torch.compile(eager, mode="max-autotune", dynamic=False)
+
+    def forward(hidden_states: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return eager(hidden_states)
+        with inductor_config.patch(freezing=True):  # scoped: freezing is a global inductor setting
+            return compiled(hidden_states)
+
+    head.forward = forward
+
+
 def read_results(output: str | os.PathLike) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(output).read_text().splitlines() if line.strip()]
 
@@ -280,6 +313,7 @@ __all__ = [
     "BadStudy",
     "GenerationSummary",
     "StudyInput",
+    "compile_lm_head",
     "finished_ids",
     "generate_reports",
     "load_study_images",

@@ -81,13 +81,17 @@ def test_gemma3_4b_profile_refuses_cpu():
 def test_generate_through_entry_point(tmp_path):
     results, markdown = run_bench(tmp_path, "generate", "--new_tokens", "2")
     generate = results["benchmarks"]["generate"]
-    assert {(s["batch_size"], s["num_beams"]) for s in generate["settings"]} == {(1, 1), (1, 3), (16, 1), (16, 3)}
+    settings = {(s["batch_size"], s["num_beams"], s["compiled_lm_head"]) for s in generate["settings"]}
+    assert settings == {(1, 1, False), (1, 3, False), (16, 1, False), (16, 3, False), (1, 1, True)}  # CPU: + compiled head
     for setting in generate["settings"]:
         assert setting["tokens_per_s"] > 0 and setting["reports_per_s"] > 0 and setting["new_tokens"] == 2
     bound = generate["bandwidth_bound"]
     assert bound["bandwidth_bound_tokens_per_s"] > 0 and bound["lm_weight_bytes_read_per_token"] > 0
-    assert 0 < bound["fraction_of_bound"] < 1.5
-    assert "## generate" in markdown and "Bandwidth bound" in markdown
+    for key in ("eager", "compiled_head"):
+        assert 0 < bound[f"fraction_of_bound_{key}"] < 1.5
+    assert bound["goal_fraction"] == 0.30 and bound["lm_head_compile_seconds"] > 0
+    assert bound["meets_goal"] == (max(bound["fraction_of_bound_eager"], bound["fraction_of_bound_compiled_head"]) >= 0.30)
+    assert "## generate" in markdown and "Bandwidth bound" in markdown and "with the compiled LM head" in markdown
 
 
 def test_memory_through_entry_point_keeps_other_results(tmp_path):
@@ -119,6 +123,10 @@ def test_train_through_entry_point(tmp_path):
     full = by_name[comparison["setting"].replace("head_at_labels", "full_logits")]
     assert full["model_flops_per_step"] > by_name[comparison["setting"]]["model_flops_per_step"]
     assert "loss_logits_only" in markdown and "| setting |" in markdown
+    mfu = train["mfu_goal"]  # the tiny profile's own setting against the CPU goal
+    assert mfu["setting"] == "deep/llm_lora/no_ckpt/head_at_labels" and mfu["mfu"] == by_name[mfu["setting"]]["mfu"]
+    assert mfu["goal"] == 0.50 and mfu["meets_goal"] == (mfu["mfu"] >= 0.50) and "MFU of deep/llm_lora" in markdown
+    assert all(len(s["step_seconds_each"]) == 1 for s in train["settings"])
     assert train["hardware"]["matmul_peak_tflops"]["float32"] > 0
 
 

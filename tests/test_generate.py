@@ -83,6 +83,39 @@ def test_static_cache_gives_the_same_reports(checkpoint, synthetic_dir, tmp_path
         assert lines(outputs["static"]) == lines(outputs["dynamic"]) and len(lines(outputs["static"])) == 3
 
 
+def test_compiled_lm_head_gives_the_same_reports(checkpoint, synthetic_dir, tmp_path):
+    """--compile_lm_head (CPU decoding) writes what the eager head writes, greedy and with beams (two batch
+    shapes: 3 studies, then 3 x 2 beams)."""
+    common = ["--model", str(checkpoint), "--dataset_dir", str(synthetic_dir), "--max_samples", "3",
+              "--max_new_tokens", "8", "--min_new_tokens", "8", "--batch_size", "3", "--score", "false"]
+    for beams in ("1", "2"):
+        outputs = {}
+        for flag in ("false", "true"):
+            outputs[flag] = tmp_path / f"{flag}-{beams}.jsonl"
+            assert generate.main([*common, "--num_beams", beams, "--compile_lm_head", flag, "--output", str(outputs[flag])]) == 0
+        assert lines(outputs["true"]) == lines(outputs["false"]) and len(lines(outputs["true"])) == 3
+
+
+def test_compiled_lm_head_runs_eagerly_with_gradients_and_only_on_cpu():
+    """With gradients enabled (training) the head is not the frozen compiled one: its weight gets a gradient,
+    and a changed weight changes the logits at once."""
+    model, _ = tiny_model_and_processor()
+    inference.compile_lm_head(model)
+    hidden = torch.randn(2, 1, model.config.text_config.hidden_size)
+    logits = model.lm_head(hidden)
+    logits.sum().backward()
+    assert model.lm_head.weight.grad is not None and model.lm_head.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        model.lm_head.weight.mul_(2)
+    torch.testing.assert_close(model.lm_head(hidden), 2 * logits.detach())
+    with torch.no_grad():
+        torch.testing.assert_close(model.lm_head(hidden), 2 * logits.detach())  # compiled after the change: current weight
+
+    meta_model = tiny_model_and_processor()[0].to("meta")
+    with pytest.raises(ValueError, match="for CPU decoding; the LM head is on meta.*cache_implementation static"):
+        inference.compile_lm_head(meta_model)
+
+
 def test_images_folder_listing_and_rexrank(checkpoint, image_files, tmp_path):
     one = tmp_path / "one.jsonl"
     assert generate.main(["--model", str(checkpoint), "--images", str(image_files[0]), str(image_files[1]), "--output", str(one), *FAST]) == 0
