@@ -58,6 +58,8 @@ class Profile:
     qlora: bool  # whether `train` includes 4-bit QLoRA by default
     alignment: AlignmentConfig  # the profile's own training configuration (loss_logits_only is compared on it)
     activation_checkpointing: bool
+    mfu_goal: float | None = None  # the goal for the own setting's MFU (None: this profile has none)
+    decode_goal: float | None = None  # ... for batch-1 greedy tokens/s as a fraction of the bandwidth bound
     _build_base: Callable[["Profile", str], tuple[torch.nn.Module, Any]] = field(repr=False, default=None)
     _saved_dir: tempfile.TemporaryDirectory | None = field(repr=False, default=None)
 
@@ -168,7 +170,8 @@ def make_profile(name: str, device: torch.device | None = None) -> Profile:
             train_batch_size=training_args.per_device_train_batch_size, report_tokens=data_args.max_report_tokens,
             views_per_study=data_args.max_views or 1, warmup_steps=2, timed_steps=5,
             new_tokens=32 if device.type == "cpu" else 100, generate_runs=1, qlora=False, alignment=alignment,
-            activation_checkpointing=training_args.activation_checkpointing, _build_base=_demo_base,
+            activation_checkpointing=training_args.activation_checkpointing, mfu_goal=0.50, decode_goal=0.30,
+            _build_base=_demo_base,
         )
     if name == "gemma3-4b":
         if device.type != "cuda":
@@ -180,6 +183,6 @@ def make_profile(name: str, device: torch.device | None = None) -> Profile:
             name="gemma3-4b", device=device, weight_dtype=torch.bfloat16, autocast_dtype=torch.bfloat16,
             train_batch_size=8, report_tokens=100, views_per_study=1, warmup_steps=2, timed_steps=5, new_tokens=100,
             generate_runs=2, qlora=True, alignment=AlignmentConfig(alignment="shallow", llm_lora=True),
-            activation_checkpointing=True, _build_base=_gemma3_4b_base,
+            activation_checkpointing=True, mfu_goal=0.35, decode_goal=0.50, _build_base=_gemma3_4b_base,
         )
     raise ValueError(f"Unknown profile {name!r}; choose one of {PROFILES}.")

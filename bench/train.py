@@ -28,7 +28,6 @@ from .profiles import Profile
 logger = logging.getLogger(__name__)
 
 LOSS_LOGITS_ONLY_GOAL = 0.25  # the issue's goal: >= 25% lower step time on the demo profile
-MFU_GOALS = {"cpu": 0.50, "cuda": 0.35}  # the issue's goals for the profile's own setting
 
 
 @dataclass(frozen=True)
@@ -185,8 +184,9 @@ def run(profile: Profile, hardware: dict, qlora: bool | None = None, warmup_step
 
 
 def mfu_against_goal(profile: Profile, results: list[dict]) -> dict | None:
-    """The MFU of the profile's own setting against the issue's goal for this kind of device (None: no goal)."""
-    goal = MFU_GOALS.get(profile.device.type)
+    """The MFU of the profile's own setting against the profile's goal (None where it has none)."""
+    if profile.mfu_goal is None:
+        return None
     own = default_setting(profile).name
     mfu = next(result["mfu"] for result in results if result["setting"] == own)
-    return None if goal is None else {"setting": own, "mfu": mfu, "goal": goal, "meets_goal": mfu >= goal}
+    return {"setting": own, "mfu": mfu, "goal": profile.mfu_goal, "meets_goal": mfu >= profile.mfu_goal}
