@@ -31,7 +31,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     """sum over rows of cross_entropy(softcap(hidden @ weight.T), targets), with the gradient computed in forward."""
 
     @staticmethod
-    def forward(ctx, hidden_states, weight, targets, softcap, compute_dtype):
+    def forward(ctx, hidden_states, weight, targets, softcap, compute_dtype, needs_gradient):
         # hidden_states: (N, H), weight: (V, H), targets: (N,)
         with torch.autocast(hidden_states.device.type, enabled=False):
             hidden = hidden_states.to(compute_dtype)
@@ -41,7 +41,9 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
             block = rows_per_block(logits)
             for start in range(0, len(targets), block):
                 rows = slice(start, start + block)
-                row_losses[rows] = _loss_and_logit_gradient(logits[rows], targets[rows], softcap)
+                row_losses[rows] = _loss_and_logit_gradient(logits[rows], targets[rows], softcap, needs_gradient)
+        if not needs_gradient:  # evaluation: nothing to keep
+            return row_losses.sum()
         ctx.save_for_backward(logits, hidden if weight.requires_grad else None, head)
         ctx.input_dtypes = (hidden_states.dtype, weight.dtype)
         return row_losses.sum()
@@ -56,17 +58,22 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
                 grad_hidden = (logit_grads @ head).mul_(grad_output).to(hidden_dtype)  # (N, H)
             if ctx.needs_input_grad[1]:
                 grad_weight = (logit_grads.T @ hidden).mul_(grad_output).to(weight_dtype)  # (V, H)
-        return grad_hidden, grad_weight, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None
 
 
-def _loss_and_logit_gradient(logits: torch.Tensor, targets: torch.Tensor, softcap: float | None) -> torch.Tensor:
-    """Per-row cross-entropy of a block of raw logits `(n, V)`; overwrites the block with d loss / d logits."""
+def _loss_and_logit_gradient(
+    logits: torch.Tensor, targets: torch.Tensor, softcap: float | None, needs_gradient: bool = True
+) -> torch.Tensor:
+    """Per-row cross-entropy of a block of raw logits `(n, V)`; overwrites the block with d loss / d logits
+    when `needs_gradient`."""
     scores = logits.float()  # (n, V)
     if softcap is not None:
         scores = torch.tanh(scores.div_(softcap)).mul_(softcap)
     log_probs = torch.log_softmax(scores, dim=-1)  # (n, V)
     rows = torch.arange(len(targets), device=targets.device)
     losses = -log_probs[rows, targets]  # (n,)
+    if not needs_gradient:
+        return losses
     # d loss / d scores = softmax - one-hot; through the soft-cap c * tanh(z / c): times 1 - (scores / c)²
     grad = log_probs.exp_()
     grad[rows, targets] -= 1
@@ -106,8 +113,9 @@ def linear_cross_entropy(
             f"linear_cross_entropy got negative targets ({targets[targets < 0].unique().tolist()}); pass only the "
             "supervised positions (labels != -100)."
         )
+    needs_gradient = torch.is_grad_enabled() and (hidden_states.requires_grad or lm_head.weight.requires_grad)
     total = LinearCrossEntropyFunction.apply(
-        hidden_states, lm_head.weight, targets, softcap, compute_dtype_of(hidden_states)
+        hidden_states, lm_head.weight, targets, softcap, compute_dtype_of(hidden_states), needs_gradient
     )
     divisor = len(targets) if num_items_in_batch is None else num_items_in_batch
     if torch.is_tensor(divisor):

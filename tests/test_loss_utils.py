@@ -51,6 +51,26 @@ def test_matches_the_unfused_loss_and_gradients(problem, monkeypatch, softcap, n
     assert expected[0] > 0 and expected[2].abs().sum() > 0
 
 
+def test_without_gradients_only_the_loss_is_computed(problem, monkeypatch):
+    """Evaluation (no_grad): the same loss, and the logits are not turned into their gradient."""
+    hidden, head, targets = problem
+    expected = reference_loss(hidden, head, targets).detach()
+    kept = []
+    original = loss_utils._loss_and_logit_gradient
+
+    def spy(logits, *args):
+        result = original(logits, *args)
+        kept.append(logits.clone())
+        return result
+
+    monkeypatch.setattr(loss_utils, "_loss_and_logit_gradient", spy)
+    with torch.no_grad():
+        torch.testing.assert_close(linear_cross_entropy(hidden, head, targets), expected)
+    torch.testing.assert_close(kept[0], hidden @ head.weight.T)  # still the logits: no gradient written
+    linear_cross_entropy(hidden.requires_grad_(), head, targets)
+    assert torch.allclose(kept[1].sum(-1), torch.zeros(N), atol=1e-5)  # softmax - one-hot: rows sum to 0
+
+
 def test_frozen_head_gets_no_gradient_and_keeps_none(problem):
     hidden, head, targets = problem
     head.weight.requires_grad_(False)
