@@ -70,30 +70,22 @@ def test_dataset_split_is_generated_and_scored(checkpoint, synthetic_dir, tmp_pa
     assert summary["tokens_per_second"] > 0
 
 
-def test_static_cache_gives_the_same_reports(checkpoint, synthetic_dir, tmp_path):
-    """--cache_implementation static (the GPU fast path, compiled there) writes what the dynamic cache writes,
-    greedy and with beams."""
+@pytest.mark.parametrize(
+    "flag, eager, fast",
+    [("--cache_implementation", "dynamic", "static"), ("--compile_lm_head", "false", "true")],
+    ids=["static_cache", "compiled_lm_head"],
+)
+def test_decoding_speed_options_give_the_same_reports(checkpoint, synthetic_dir, tmp_path, flag, eager, fast):
+    """--cache_implementation static (the GPU fast path, compiled there) and --compile_lm_head (CPU decoding)
+    write what the default decoding writes, greedy and with beams (two batch shapes: 3 studies, 3 x 2 beams)."""
     common = ["--model", str(checkpoint), "--dataset_dir", str(synthetic_dir), "--max_samples", "3",
               "--max_new_tokens", "8", "--min_new_tokens", "8", "--batch_size", "3", "--score", "false"]
     for beams in ("1", "2"):
         outputs = {}
-        for cache in ("dynamic", "static"):
-            outputs[cache] = tmp_path / f"{cache}-{beams}.jsonl"
-            assert generate.main([*common, "--num_beams", beams, "--cache_implementation", cache, "--output", str(outputs[cache])]) == 0
-        assert lines(outputs["static"]) == lines(outputs["dynamic"]) and len(lines(outputs["static"])) == 3
-
-
-def test_compiled_lm_head_gives_the_same_reports(checkpoint, synthetic_dir, tmp_path):
-    """--compile_lm_head (CPU decoding) writes what the eager head writes, greedy and with beams (two batch
-    shapes: 3 studies, then 3 x 2 beams)."""
-    common = ["--model", str(checkpoint), "--dataset_dir", str(synthetic_dir), "--max_samples", "3",
-              "--max_new_tokens", "8", "--min_new_tokens", "8", "--batch_size", "3", "--score", "false"]
-    for beams in ("1", "2"):
-        outputs = {}
-        for flag in ("false", "true"):
-            outputs[flag] = tmp_path / f"{flag}-{beams}.jsonl"
-            assert generate.main([*common, "--num_beams", beams, "--compile_lm_head", flag, "--output", str(outputs[flag])]) == 0
-        assert lines(outputs["true"]) == lines(outputs["false"]) and len(lines(outputs["true"])) == 3
+        for value in (eager, fast):
+            outputs[value] = tmp_path / f"{value}-{beams}.jsonl"
+            assert generate.main([*common, "--num_beams", beams, flag, value, "--output", str(outputs[value])]) == 0
+        assert lines(outputs[fast]) == lines(outputs[eager]) and len(lines(outputs[fast])) == 3
 
 
 def test_compiled_lm_head_runs_eagerly_with_gradients_and_only_on_cpu():
